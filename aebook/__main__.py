@@ -1,0 +1,7 @@
+"""``python -m aebook`` runs the command-line interface."""
+
+import sys
+
+from aebook.cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""The ``aebook`` command (also ``python -m aebook``).
+
+``aebook train``    train a model on a dataset and write a run folder.
+``aebook evaluate`` PSNR/SSIM of a run folder on a split, optionally against PCA.
+
+Bad input (unknown names, missing folders or files, corrupted checkpoints)
+prints one line ``aebook: error: ...`` to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--dataset", default=default, help=f"dataset name: digits, mnist, fashion_mnist, cifar10, "
+                   f"photos, photos_rgb, folder (default: {default or 'the one the run was trained on'})")
+    p.add_argument("--data-dir", default=None, help="torchvision-layout folder or your image folder "
+                   "(default: $AEBOOK_DATA or ~/.cache/aebook)")
+    p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset (default: off)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aebook", description="Autoencoders for images: train and evaluate.")
+    parser.add_argument("--version", action="version", version=f"aebook {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model and write RUN_DIR/{model.safetensors,config.json,history.json}")
+    _add_data_args(t, "digits")
+    t.add_argument("--model", default="conv", help="linear, mlp, conv or vae (default: conv)")
+    t.add_argument("--latent-dim", type=int, default=16, help="latent size (default: 16)")
+    t.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto = CUDA > MPS > CPU)")
+    t.add_argument("--compile", action="store_true", help="use torch.compile (default: off)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
+    t.add_argument("--out", required=True, help="run folder to write")
+
+    e = sub.add_parser("evaluate", help="PSNR/SSIM of a run on a split; prints JSON on the last line")
+    e.add_argument("run_dir", help="run folder written by 'aebook train'")
+    _add_data_args(e, None)
+    e.add_argument("--split", default="test", choices=["train", "test"], help="split to evaluate (default: test)")
+    e.add_argument("--baseline", default=None, choices=["pca"], help="also evaluate PCA with the same latent size")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    return parser
+
+
+def _version() -> str:
+    from aebook import __version__
+
+    return __version__
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from aebook.checkpoint import save_run
+    from aebook.data import load_dataset
+    from aebook.models import build_model
+    from aebook.runtime import pick_device
+    from aebook.train import TrainConfig, fit
+
+    device = pick_device(args.device)
+    model = build_model(args.model, (1, 1, 1), max(1, args.latent_dim))  # validates the name early
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
+                        limit_train=args.limit, limit_test=args.limit, seed=args.seed)
+    model = build_model(args.model, data.shape, args.latent_dim)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         device=str(device), compile=args.compile, progress=not args.quiet)
+    history = fit(model, data.train, config, val=data.test)
+    train_config = {"dataset": args.dataset, "data_dir": args.data_dir, "limit": args.limit,
+                    "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                    "device": str(device), "command": "aebook " + " ".join(sys.argv[1:])}
+    save_run(args.out, model, history.to_dict(), train_config)
+    return {"run_dir": str(Path(args.out)), "train_loss": history.train_loss[-1] if history.train_loss else None,
+            "val_loss": history.val_loss[-1] if history.val_loss else None}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from aebook.baselines import PCABaseline
+    from aebook.checkpoint import load_run
+    from aebook.data import load_dataset
+    from aebook.metrics import mean_metrics
+    from aebook.runtime import pick_device
+
+    device = pick_device(args.device)
+    model, config = load_run(args.run_dir, device)
+    train_cfg = config.get("train", {})
+    name = args.dataset or train_cfg.get("dataset")
+    if not name:
+        raise ValueError("the run does not record its dataset: pass --dataset")
+    data = load_dataset(name, data_dir=args.data_dir or train_cfg.get("data_dir"), download=args.download,
+                        limit_train=args.limit, limit_test=args.limit, seed=train_cfg.get("seed", 0))
+    split = data.test if args.split == "test" else data.train
+    model.check_input(split[:1])
+    result = mean_metrics(split, model.reconstruct(split.to(device)).cpu())
+    result = {"dataset": name, "split": args.split, **result}
+    if args.baseline == "pca":
+        pca = PCABaseline(model.latent_dim).fit(data.train)
+        base = mean_metrics(split, pca.reconstruct(split))
+        result.update(pca_psnr=base["psnr"], pca_ssim=base["ssim"])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"aebook: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("aebook: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Figures used throughout the book (matplotlib)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from aebook.metrics import psnr, ssim
+
+
+def _img(x) -> np.ndarray:
+    """Tensor ``(C, H, W)`` or array -> array ready for ``imshow``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu()
+        x = x.permute(1, 2, 0).numpy() if x.ndim == 3 else x.numpy()
+    x = np.asarray(x)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    return np.clip(x, 0, 1)
+
+
+def show_image(ax, img, title: str = "") -> None:
+    """Draw one image (gray colormap for single-channel) without axes ticks."""
+    arr = _img(img)
+    ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def compare_grid(originals: torch.Tensor, rows: Mapping[str, torch.Tensor], n: int = 8,
+                 metrics: bool = True, scale: float = 1.2):
+    """Originals in the first row, one row per method below, PSNR/SSIM per image in titles.
+
+    Parameters
+    ----------
+    originals
+        ``(N, C, H, W)`` reference images.
+    rows
+        Method name -> images of the same shape (e.g. ``{"PCA": ..., "conv AE": ...}``).
+    n
+        Number of images (columns) to show.
+    """
+    n = min(n, len(originals))
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(scale * n, scale * 1.25 * (1 + len(rows))), squeeze=False)
+    for j in range(n):
+        show_image(axes[0, j], originals[j], "original" if j == 0 else "")
+        for i, (name, imgs) in enumerate(rows.items(), start=1):
+            title = f"{psnr(originals[j], imgs[j]):.1f} dB\n{ssim(originals[j], imgs[j]):.2f}" if metrics else ""
+            show_image(axes[i, j], imgs[j], title)
+        for i, name in enumerate(["original", *rows]):
+            if j == 0:
+                axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def side_by_side(images: Sequence, titles: Sequence[str], reference=None, size: float = 3.0):
+    """Images in one row; with ``reference``, PSNR and SSIM against it are added to each title."""
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.1), squeeze=False)
+    for ax, img, title in zip(axes[0], images, titles):
+        if reference is not None and img is not reference:
+            title = f"{title}\n{psnr(reference, img):.2f} dB, SSIM {ssim(reference, img):.3f}"
+        show_image(ax, img, title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, title: str = "", scale: float = 1.0):
+    """A grid of ``(N, C, H, W)`` images (samples, traversals, interpolations)."""
+    n = len(images)
+    ncol = min(nrow, n)
+    nr = -(-n // ncol)
+    fig, axes = plt.subplots(nr, ncol, figsize=(scale * ncol, scale * nr), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            show_image(ax, images[k])
+        else:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: Mapping[str, "object"], log: bool = True):
+    """Training (solid) and validation (dashed) loss per epoch for one or more runs."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, h in histories.items():
+        line, = ax.plot(range(1, len(h.train_loss) + 1), h.train_loss, label=f"{name} train")
+        if h.val_loss:
+            ax.plot(range(1, len(h.val_loss) + 1), h.val_loss, "--", color=line.get_color(), label=f"{name} validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if log:
+        ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_vs_latent(results: Mapping[str, Mapping[int, float]], metric: str = "PSNR (dB)",
+                          xlabel: str = "latent size", logx: bool = True):
+    """One line per method: ``results[method][latent_size] = value``."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, points in results.items():
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], "o-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,104 @@
+"""Run-time settings shared by the book and the library: quick mode, device, seeds.
+
+Chapter 3.1 of the book shows these in use.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+
+QUICK_ENV = "AEBOOK_QUICK"
+
+
+def quick_mode() -> bool:
+    """Return True when the environment variable ``AEBOOK_QUICK`` is set to a true value.
+
+    The test command sets it so that every chapter runs the same code paths
+    with less data and fewer epochs; the book build leaves it unset.
+    """
+    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pick(full, quick):
+    """Return ``quick`` in quick mode, else ``full`` (a one-liner for parameter cells)."""
+    return quick if quick_mode() else full
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """Choose the device to compute on.
+
+    Parameters
+    ----------
+    preference
+        ``"auto"`` picks CUDA, then Apple MPS, then the CPU. ``"cpu"``,
+        ``"cuda"`` and ``"mps"`` ask for that device and fail clearly when it
+        is absent.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a device this machine does not have.
+    """
+    pref = preference.lower()
+    mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_ok:
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref == "cpu":
+        return torch.device("cpu")
+    if pref == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+        return torch.device("cuda")
+    if pref == "mps":
+        if not mps_ok:
+            raise ValueError("device 'mps' requested but Apple MPS is not available")
+        return torch.device("mps")
+    raise ValueError(f"unknown device {preference!r}: choose auto, cpu, cuda or mps")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a CPU ``torch.Generator`` seeded the same."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def on_colab() -> bool:
+    """True when running inside Google Colab."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions and hardware, as a dict a chapter can print as a table."""
+    import matplotlib
+    import skimage
+    import sklearn
+
+    device = pick_device()
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+        "device": str(device),
+        "cpu threads": str(torch.get_num_threads()),
+        "quick mode": str(quick_mode()),
+        "colab": str(on_colab()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

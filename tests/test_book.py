@@ -1,0 +1,77 @@
+"""The book's structure: every page in _toc.yml exists, notebook pairs are in sync, no outputs stored."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for chapter in part["chapters"]:
+            files.append(chapter["file"])
+            files += [s["file"] for s in chapter.get("sections", [])]
+    return files
+
+
+def notebooks() -> list[Path]:
+    return [ROOT / f"{f}.md" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+def test_every_toc_page_exists():
+    for f in toc_files():
+        assert (ROOT / f"{f}.md").exists(), f"{f}.md listed in _toc.yml is missing"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = {ROOT / f"{f}.ipynb" for f in toc_files()}
+    for nb in (ROOT / "book").rglob("*.ipynb"):
+        if ".ipynb_checkpoints" not in nb.parts:
+            assert nb in listed, f"{nb.relative_to(ROOT)} is not in _toc.yml (nbval would run it anyway)"
+
+
+def test_chapters_are_paired():
+    pages = [f for f in toc_files() if f != "book/index"]
+    assert pages, "no chapters in _toc.yml"
+    for f in pages:
+        assert (ROOT / f"{f}.ipynb").exists(), f"{f}.md has no paired .ipynb: run jupytext --sync {f}.md"
+
+
+@pytest.mark.parametrize("md", notebooks(), ids=lambda p: p.stem)
+def test_pair_in_sync_and_without_outputs(md):
+    text_nb = jupytext.read(md)
+    ipynb = nbformat.read(md.with_suffix(".ipynb"), as_version=4)
+    a = [(c.cell_type, c.source.strip()) for c in text_nb.cells]
+    b = [(c.cell_type, c.source.strip()) for c in ipynb.cells]
+    assert a == b, f"{md.name} and its .ipynb differ: run jupytext --sync {md.relative_to(ROOT)}"
+    for c in ipynb.cells:
+        if c.cell_type == "code":
+            assert not c.get("outputs"), f"{md.with_suffix('.ipynb').name} stores outputs: clear them"
+
+
+@pytest.mark.parametrize("md", notebooks(), ids=lambda p: p.stem)
+def test_colab_install_cell_uses_the_configured_repository(md):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    text = md.read_text()
+    installs = re.findall(r'%pip install -q "aebook @ git\+([^"]+)"', text)
+    assert installs, f"{md.name} has no Colab install cell"
+    assert all(u == url for u in installs), f"{md.name} installs from {installs}, _config.yml says {url}"
+    assert 'if "google.colab" in sys.modules' in text
+
+
+def test_quick_mode_is_set_by_the_test_command():
+    import aebook
+
+    readme = (ROOT / "README.md").read_text()
+    assert "AEBOOK_QUICK=1 python -m pytest" in readme
+    assert "AEBOOK_QUICK=1 python -m pytest" in (ROOT / ".ci" / "run").read_text()
+    assert aebook.quick_mode(), "run the tests with AEBOOK_QUICK=1 (the README's test command)"

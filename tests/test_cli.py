@@ -1,0 +1,65 @@
+"""The CLI contract: train, evaluate, JSON on the last line, exit code 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aebook.cli import main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "aebook", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_train_then_evaluate(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "--dataset", "digits", "--model", "mlp", "--latent-dim", "8", "--epochs", "2",
+                "--limit", "300", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.json", "model.safetensors"]
+    assert len(json.loads((out / "history.json").read_text())["train_loss"]) == 2
+    r = run_cli("evaluate", str(out), "--baseline", "pca", "--limit", "300")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["n"] == 300 and {"psnr", "ssim", "pca_psnr", "pca_ssim"} <= set(result)
+    assert 5 < result["psnr"] < 60 and 0 < result["ssim"] <= 1
+
+
+def test_help_states_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: conv)" in text and "(default: 16)" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--model", "gan"], "unknown model 'gan'"),
+    (["train", "--dataset", "mnist", "--data-dir", "{tmp}/none"], "does not exist"),
+    (["train", "--dataset", "cifar10", "--data-dir", "{tmp}"], "cifar10 not found"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = main([*args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_evaluate_bad_run_dir(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("[]")
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "not a valid aebook config" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path):
+    r = subprocess.run(["aebook", "evaluate", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("aebook: error:")

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+import aebook
+from aebook.data import DATASET_NAMES, load_dataset, load_photo, photo_patches, photo_tiles
+
+
+def test_digits_split_is_fixed_and_disjoint(digits):
+    assert digits.shape == (1, 8, 8)
+    assert len(digits.train) + len(digits.test) == 1797
+    assert 0 <= digits.train.min() and digits.train.max() <= 1
+    again = load_dataset("digits")
+    assert torch.equal(again.test, digits.test)
+    # no test image appears in train
+    train = {tuple(x.flatten().tolist()) for x in digits.train}
+    dup = sum(tuple(x.flatten().tolist()) in train for x in digits.test)
+    assert dup <= 3  # sklearn digits holds a few exact duplicates, nothing more
+
+
+def test_held_out_photos_never_in_training():
+    assert "camera" in aebook.HELD_OUT_PHOTOS
+    assert not set(aebook.HELD_OUT_PHOTOS) & set(aebook.TRAIN_PHOTOS)
+
+
+@pytest.mark.parametrize("name", aebook.TRAIN_PHOTOS + aebook.HELD_OUT_PHOTOS)
+def test_every_photo_loads_offline(name):
+    img = load_photo(name)
+    assert img.dtype == np.float32 and img.ndim == 3 and img.shape[2] == 3
+    assert min(img.shape[:2]) >= 128 and 0 <= img.min() and img.max() <= 1
+    assert load_photo(name, gray=True).ndim == 2
+
+
+def test_unknown_photo():
+    with pytest.raises(ValueError, match="unknown photo 'lena'"):
+        load_photo("lena")
+
+
+def test_patches_reproducible_and_shaped():
+    a = photo_patches(10, size=16, seed=3)
+    b = photo_patches(10, size=16, seed=3)
+    assert a.shape == (10, 1, 16, 16) and torch.equal(a, b)
+    assert photo_patches(4, size=16, gray=False).shape == (4, 3, 16, 16)
+    assert not torch.equal(a, photo_patches(10, size=16, seed=4))
+
+
+def test_photos_test_split_is_held_out_tiles():
+    data = load_dataset("photos", n_patches=50, patch_size=32)
+    assert data.train.shape == (50, 1, 32, 32)
+    assert torch.equal(data.test, photo_tiles(size=32))
+    assert len(data.test) == sum((load_photo(p, True).shape[0] // 32) * (load_photo(p, True).shape[1] // 32)
+                                 for p in aebook.HELD_OUT_PHOTOS)
+
+
+def test_limits_and_device():
+    data = load_dataset("digits", limit_train=10, limit_test=5, device="cpu")
+    assert len(data.train) == 10 and len(data.test) == 5
+
+
+def test_unknown_dataset_names_the_choices():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*digits"):
+        load_dataset("imagenet")
+    assert {"digits", "mnist", "fashion_mnist", "cifar10"} <= set(DATASET_NAMES)
+
+
+def test_mnist_loads_offline_from_torchvision_layout(fake_mnist):
+    data = load_dataset("mnist", data_dir=fake_mnist)
+    assert data.train.shape == (20, 1, 28, 28) and data.test.shape == (8, 1, 28, 28)
+    assert data.train.dtype == torch.float32 and float(data.train.max()) <= 1.0
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_missing_torchvision_folder_is_clear(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match=f"{name} not found.*download"):
+        load_dataset(name, data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(name, data_dir=tmp_path / "nowhere")
+
+
+def test_folder_dataset(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    data = load_dataset("folder", data_dir=tmp_path, image_size=16)
+    assert data.shape == (3, 16, 16) and len(data.train) + len(data.test) == 6
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_dataset("folder", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs data_dir"):
+        load_dataset("folder")
