@@ -63,3 +63,13 @@ def test_evaluate_bad_run_dir(tmp_path, capsys):
 def test_console_script_exit_code(tmp_path):
     r = subprocess.run(["aebook", "evaluate", str(tmp_path / "nope")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("aebook: error:")
+
+
+def test_evaluate_on_images_of_another_shape(tmp_path, capsys):
+    from aebook.checkpoint import save_run
+    from aebook.models import build_model
+
+    run = save_run(tmp_path / "run", build_model("mlp", (1, 8, 8), 4), train_config={"dataset": "digits"})
+    assert main(["evaluate", str(run), "--dataset", "photos", "--limit", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "expects images of shape (N, 1, 8, 8), got (1, 1, 32, 32)" in err
