@@ -1,0 +1,417 @@
+"""A learned image codec: convolutional autoencoder + quantisation + Huffman coding (chapter 5).
+
+Compressing an image takes three steps, and only the first is learned:
+
+1. **Transform.** A fully-convolutional encoder maps an ``(H, W)`` image to a latent
+   tensor ``z`` of shape ``(latent_channels, H/8, W/8)`` (three stride-2 stages, plus a
+   linear shortcut per 8x8 block).
+2. **Quantise.** ``q = round(z / step)``: integers, with a step set by the quality
+   level (:data:`QUALITY_STEPS`). This is the only lossy step besides the transform.
+3. **Entropy-code.** The integers are Huffman-coded into an ``.aeb`` file
+   (:mod:`aebook.bitstream`, :mod:`aebook.entropy`): lossless.
+
+Decompression Huffman-decodes ``q`` exactly and runs the decoder on ``q * step``.
+
+Rounding has zero gradient almost everywhere, so training replaces it with its
+standard differentiable proxy (Ballé et al., *End-to-end optimized image compression*,
+ICLR 2017): ``z + step * u`` with ``u ~ U(-1/2, 1/2)``, noise of the same size as the
+rounding error. A single codec serves every quality level because each training image
+draws its own step, log-uniformly over the range of :data:`QUALITY_STEPS`.
+
+Without a rate term the encoder would simply scale ``z`` up until the noise no longer
+mattered, and every quality level would cost many bits. The loss therefore adds
+``lmbda`` times a *rate proxy* in bits per pixel: ``sum log2(1 + |z| / step) / (H W)``,
+roughly the length of an Exp-Golomb code for the integer ``z / step`` (zero for a zero
+latent, about one more bit per doubling of its magnitude). It is a crude stand-in for the
+learned entropy models of real neural codecs, but it pins the latent scale and makes small
+latents cheap.
+
+Huffman coding spends at least one bit per symbol, so the rate can never drop below
+``latent_channels / 64`` bits per pixel: that is why the default ``latent_channels`` is
+small (8, a floor of 0.125 bpp). Arithmetic coding, which real codecs use, has no floor.
+
+A file decodes to exactly the symbols that were written, on any machine; the decoded
+*image* can differ in the last bits between CPU and GPU (floating-point convolutions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aebook.bitstream import MODES, AebFile
+from aebook.checkpoint import CONFIG, WEIGHTS, save_run, sha256_file
+
+#: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
+#: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
+QUALITY_STEPS: dict[int, float] = {q: float(np.float32(4.0 * 16.0 ** (-(q - 1) / 7))) for q in range(1, 9)}
+DOWNSAMPLE = 8  # three stride-2 stages
+MAX_PIXELS = 50_000_000  # decompress refuses larger images (a tiny file could claim a huge one)
+MAX_LATENT = 1e6  # ... and latents this large, which no trained encoder produces
+
+
+def quality_step(quality: int) -> float:
+    """Quantisation step of a quality level (``ValueError`` for an unknown level)."""
+    if quality not in QUALITY_STEPS:
+        raise ValueError(f"quality must be one of {sorted(QUALITY_STEPS)}, got {quality!r}")
+    return QUALITY_STEPS[quality]
+
+
+def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    """Convolution with replicate padding: zero padding would tell the network where the
+    border is, and a codec trained on small patches would then fail on large images."""
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, padding_mode="replicate")
+
+
+class ConvCodec(nn.Module):
+    """Fully-convolutional autoencoder with an ``(latent_channels, H/8, W/8)`` latent.
+
+    Encoder, per stage: 5x5 convolution with stride 2 (``H x W => H/2 x W/2``), GELU,
+    3x3 convolution, GELU; then a 3x3 convolution to ``latent_channels``. The decoder
+    mirrors it with sub-pixel convolutions (a 3x3 convolution to 4x the channels and a
+    ``PixelShuffle`` that rearranges them into a 2x larger map), and a sigmoid output.
+    A linear path per 8x8 block is added to both (short trainings gain about 2 dB from it).
+    Images of any size work: they are padded (reflect) to a multiple of 8 and cropped back.
+
+    Parameters
+    ----------
+    channels : int
+        1 (grayscale) or 3 (RGB).
+    latent_channels : int
+        Channels of the latent: ``latent_channels / 64`` latent numbers per pixel.
+    widths : sequence of int
+        Feature channels of the three encoder stages (the decoder uses them reversed).
+    lmbda : float
+        Weight of the rate proxy (bits per pixel) against the mean squared error.
+    """
+
+    name = "convcodec"
+
+    def __init__(self, channels: int = 1, latent_channels: int = 8,
+                 widths: Sequence[int] = (32, 48, 64), lmbda: float = 0.004) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+        widths = [int(w) for w in widths]
+        if len(widths) != 3 or min(widths) < 1 or latent_channels < 1 or lmbda < 0:
+            raise ValueError(f"invalid codec settings: widths={widths}, latent_channels={latent_channels}, "
+                             f"lmbda={lmbda}")
+        self.channels, self.latent_channels, self.lmbda = channels, int(latent_channels), float(lmbda)
+        self.config: dict[str, Any] = {"model": self.name, "channels": channels,
+                                       "latent_channels": self.latent_channels, "widths": widths,
+                                       "lmbda": self.lmbda}
+        enc: list[nn.Module] = []
+        c_in = channels
+        for w in widths:  # H x W => H/2 x W/2, three times
+            enc += [_conv(c_in, w, 5, stride=2), nn.GELU(), _conv(w, w), nn.GELU()]
+            c_in = w
+        self.encoder = nn.Sequential(*enc, _conv(c_in, latent_channels))
+        # Linear path: each 8x8 block <-> latent_channels numbers, a learned block transform
+        # like JPEG's DCT. It learns in seconds; the convolutional path adds the rest.
+        self.block_encoder = nn.Sequential(nn.PixelUnshuffle(DOWNSAMPLE), nn.Conv2d(64 * channels, latent_channels, 1))
+        self.block_decoder = nn.Sequential(nn.Conv2d(latent_channels, 64 * channels, 1), nn.PixelShuffle(DOWNSAMPLE))
+        rev = widths[::-1]
+        dec: list[nn.Module] = [_conv(latent_channels, rev[0]), nn.GELU()]
+        for c_in, c_out in zip(rev, rev[1:]):  # H/8 => H/4 => H/2
+            dec += [_conv(c_in, 4 * c_out), nn.PixelShuffle(2), nn.GELU(), _conv(c_out, c_out), nn.GELU()]
+        dec += [_conv(rev[-1], 4 * channels), nn.PixelShuffle(2)]  # H/2 => H, logits
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def mode(self) -> str:
+        """``"L"`` or ``"RGB"``: the ``.aeb`` colour mode of this codec's images."""
+        return MODES[0] if self.channels == 1 else MODES[1]
+
+    @property
+    def model_id(self) -> str:
+        """``"convcodec-"`` + 12 hex digits of the SHA-256 of the weights: names exactly this codec."""
+        h = hashlib.sha256()
+        for key, value in sorted(self.state_dict().items()):
+            h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return f"{self.name}-{h.hexdigest()[:12]}"
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is an ``(N, channels, H, W)`` batch."""
+        if x.ndim != 4 or x.shape[1] != self.channels or min(x.shape) < 1:
+            raise ValueError(f"{self.name} expects images of shape (N, {self.channels}, H, W), got {tuple(x.shape)}")
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Shape of the latent of an ``height x width`` image."""
+        return self.latent_channels, -(-height // DOWNSAMPLE), -(-width // DOWNSAMPLE)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` in [0, 1] -> latents ``(N, latent_channels, ceil(H/8), ceil(W/8))``."""
+        self.check_input(x)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE
+        if ph or pw:  # reflect needs the pad to be smaller than the image
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        return self.encoder(x) + self.block_encoder(x - 0.5)
+
+    def decode(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Latents -> images in [0, 1], cropped to ``size = (H, W)`` if given."""
+        x = torch.sigmoid(self.decoder(z) + self.block_decoder(z))
+        return x if size is None else x[..., : size[0], : size[1]]
+
+    def quantise(self, z: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        """Quantised latents ``q * step``: uniform noise proxy in training mode, rounding in eval mode."""
+        if self.training:
+            return z + step * (torch.rand_like(z) - 0.5)
+        return torch.round(z / step) * step
+
+    def forward(self, x: torch.Tensor, step: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Reconstruction of ``x`` through the quantiser with the given step."""
+        return self.decode(self.quantise(self.encode(x), step), x.shape[-2:])
+
+    def rate_proxy(self, z: torch.Tensor, step: float | torch.Tensor, pixels: int) -> torch.Tensor:
+        """Differentiable estimate of the bits per pixel of each image: ``sum log2(1 + |z|/step) / pixels``."""
+        return torch.log2(1 + z.abs() / step).flatten(1).sum(1) / pixels
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``MSE + lmbda * rate proxy``, each image with its own log-uniform random step.
+
+        The signature matches :func:`aebook.train.fit`. Returns the loss and detached
+        statistics ``mse`` and ``bpp_proxy``.
+        """
+        targets = inputs if targets is None else targets
+        lo, hi = math.log(min(QUALITY_STEPS.values())), math.log(max(QUALITY_STEPS.values()))
+        u = torch.rand(len(inputs), 1, 1, 1, device=inputs.device)
+        step = torch.exp(lo + (hi - lo) * u)
+        z = self.encode(inputs).float()
+        recon = self.decode(self.quantise(z, step), inputs.shape[-2:])
+        mse = F.mse_loss(recon.float(), targets.float())
+        rate = self.rate_proxy(z, step, inputs.shape[-2] * inputs.shape[-1]).mean()
+        return mse + self.lmbda * rate, {"mse": mse.detach(), "bpp_proxy": rate.detach()}
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, quality: int = 4) -> torch.Tensor:
+        """Encode, round with the quality's step and decode, in eval mode (no file written)."""
+        was_training = self.training
+        self.eval()
+        out = self(x, quality_step(quality))
+        self.train(was_training)
+        return out
+
+
+def _image_to_tensor(img: np.ndarray, channels: int) -> torch.Tensor:
+    """``(H, W)`` / ``(H, W, C)`` float image (or uint8) -> ``(1, C, H, W)`` float tensor in [0, 1]."""
+    arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        arr = arr / 255.0
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    want = "(H, W)" if channels == 1 else "(H, W, 3)"
+    if (channels == 1 and arr.ndim != 2) or (channels == 3 and (arr.ndim != 3 or arr.shape[2] != 3)) or arr.size == 0:
+        raise ValueError(f"this codec compresses {want} images, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    t = torch.from_numpy(np.clip(arr, 0.0, 1.0))
+    return (t[None] if channels == 1 else t.permute(2, 0, 1))[None].contiguous()
+
+
+@torch.no_grad()
+def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str | None = None) -> AebFile:
+    """Compress an image into an :class:`~aebook.bitstream.AebFile`.
+
+    Parameters
+    ----------
+    img : np.ndarray
+        ``(H, W)`` (grayscale codec) or ``(H, W, 3)`` (RGB codec), floats in [0, 1]
+        (clipped) or uint8. The whole image is encoded at once: memory grows with its
+        size (about 0.2 kB per pixel with the default widths: 1 GB for 2000 x 2000).
+    codec : ConvCodec
+    quality : int
+        A key of :data:`QUALITY_STEPS`: higher means a smaller step, more bits, a better image.
+    model_id : str, optional
+        Stored in the file header; defaults to ``codec.model_id``.
+
+    Returns
+    -------
+    AebFile
+        Its ``symbols`` are ``round(z / step)``; ``to_bytes()`` Huffman-codes them.
+    """
+    step = quality_step(quality)
+    x = _image_to_tensor(img, codec.channels)
+    param = next(codec.parameters())
+    z = codec.encode(x.to(param.device, param.dtype))[0].float().cpu()  # same in train and eval mode
+    q = torch.round(z / step)
+    if not torch.isfinite(q).all() or q.abs().max() >= 2**31:
+        raise ValueError("latents out of the int32 range: is the codec's training broken?")
+    height, width = x.shape[-2:]
+    return AebFile(height, width, codec.mode, codec.model_id if model_id is None else model_id, quality,
+                   tuple(q.shape), step, q.numpy().astype(np.int64))
+
+
+@torch.no_grad()
+def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = None,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an :class:`~aebook.bitstream.AebFile` back to an image.
+
+    Returns an ``(H, W)`` or ``(H, W, 3)`` float32 array in [0, 1], the size and mode the
+    file declares. Raises ``ValueError`` if the file does not fit ``codec`` (mode, latent
+    shape, ``expected_model_id`` when given), claims more than ``max_pixels`` pixels, or
+    its latents make the decoder overflow.
+    """
+    if aeb.mode != codec.mode:
+        raise ValueError(f"file holds a {aeb.mode} image but the codec decodes {codec.mode} images")
+    if expected_model_id is not None and aeb.model_id != expected_model_id:
+        raise ValueError(f"file was made by model {aeb.model_id!r}, expected {expected_model_id!r}")
+    if aeb.height * aeb.width > max_pixels:
+        raise ValueError(f"image of {aeb.height} x {aeb.width} pixels exceeds max_pixels={max_pixels}")
+    want = codec.latent_shape(aeb.height, aeb.width)
+    if tuple(aeb.latent_shape) != want:
+        raise ValueError(f"latent shape {aeb.latent_shape} does not fit a {aeb.height} x {aeb.width} "
+                         f"image for this codec (expected {want})")
+    z = aeb.symbols * aeb.step  # float64: cannot overflow
+    if np.abs(z).max() > MAX_LATENT:
+        raise ValueError(f"latents out of range: |symbol * step| exceeds {MAX_LATENT:g}")
+    param = next(codec.parameters())
+    z = torch.from_numpy(z.astype(np.float32))[None]
+    out = codec.decode(z.to(param.device, param.dtype), (aeb.height, aeb.width))[0].float().cpu()
+    if not torch.isfinite(out).all():
+        raise ValueError("latents out of range: the decoder overflows")
+    arr = out.clamp(0, 1).numpy()
+    return arr[0] if codec.channels == 1 else arr.transpose(1, 2, 0).copy()
+
+
+def bits_per_pixel(aeb: AebFile) -> float:
+    """Size of the whole ``.aeb`` file (header, code table, payload, CRC) in bits per image pixel."""
+    return len(aeb.to_bytes()) * 8 / (aeb.height * aeb.width)
+
+
+def codec_roundtrip(img: np.ndarray, codec: ConvCodec, quality: int = 4) -> tuple[np.ndarray, float]:
+    """Compress to bytes and decode them again, like :func:`aebook.baselines.jpeg_roundtrip`.
+
+    Returns the decoded image and the file size in bits per pixel.
+    """
+    aeb = compress(img, codec, quality)
+    data = aeb.to_bytes()
+    decoded = decompress(AebFile.from_bytes(data), codec)
+    return decoded, len(data) * 8 / (aeb.height * aeb.width)
+
+
+def save_codec(run_dir: str | os.PathLike[str], codec: ConvCodec, history: dict | None = None,
+               train_config: dict[str, Any] | None = None) -> Path:
+    """Save ``codec`` like :func:`aebook.checkpoint.save_run` (the same function, in fact).
+
+    ``run_dir`` gets ``model.safetensors`` (never pickle), ``config.json`` (the codec's
+    ``config``, ``train_config`` and the SHA-256 of the weights) and ``history.json``,
+    written to a temporary folder first and moved into place. Load it with :func:`load_codec`.
+    """
+    return save_run(run_dir, codec, history, train_config)  # type: ignore[arg-type]
+
+
+def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[ConvCodec, dict[str, Any]]:
+    """Load a codec saved by :func:`save_codec`, after checking the SHA-256 of its weights.
+
+    Returns the codec (eval mode, on ``device``) and the parsed ``config.json``.
+    ``FileNotFoundError`` for a missing folder or file; ``ValueError`` naming the file for
+    a corrupted, tampered or mismatched one (including a run folder of another model).
+    """
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    path, weights = run_dir / CONFIG, run_dir / WEIGHTS
+    for p in (path, weights):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: not a codec run folder")
+    try:
+        config = json.loads(path.read_text())
+        model = config["model"]
+        if model["model"] != ConvCodec.name:
+            raise ValueError(f"{path} describes a {model['model']!r} model, not a {ConvCodec.name}")
+        options = {k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")}
+        expected = config["weights_sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a valid codec config ({type(err).__name__}: {err})") from None
+    if sha256_file(weights) != expected:
+        raise ValueError(f"{weights} fails its SHA-256 check: corrupted or tampered checkpoint")
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
+    try:
+        codec = ConvCodec(**options)
+        codec.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{weights} does not match its config.json: {first}") from None
+    return codec.to(device).eval(), config
+
+
+def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, latent_channels: int = 8,
+                lmbda: float = 0.004, seed: int = 0, device: str = "auto", widths: Sequence[int] = (32, 48, 64),
+                batch_size: int = 8, lr: float = 2e-3, progress: bool = False) -> tuple[ConvCodec, Any]:
+    """Train a grayscale :class:`ConvCodec` on random patches of the training photos.
+
+    Uses :func:`aebook.data.photo_patches` (``TRAIN_PHOTOS`` only, never the held-out
+    ones) and the book's training loop :func:`aebook.train.fit`. Returns the codec
+    (eval mode) and the :class:`~aebook.train.History`.
+    """
+    from aebook.data import photo_patches
+    from aebook.train import TrainConfig, fit
+
+    patches = photo_patches(n_patches, patch_size, gray=True, seed=seed)
+    torch.manual_seed(seed)
+    codec = ConvCodec(1, latent_channels, widths, lmbda)
+    # amp=False: bfloat16 would round the latents more coarsely than the quantiser does.
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=False,
+                         progress=progress)
+    history = fit(codec, patches, config)
+    return codec, history
+
+
+def _curve(roundtrip, images: Sequence[np.ndarray], qualities: Sequence[int]) -> list[dict[str, float]]:
+    """Per quality: ``roundtrip(img, q) -> (decoded, bpp)`` on every image, then mean bpp, PSNR, SSIM."""
+    from aebook.metrics import psnr, ssim
+
+    curve = []
+    for q in qualities:
+        rows = []
+        for img in images:
+            ref = np.asarray(img, dtype=np.float32)
+            decoded, bpp = roundtrip(ref, q)
+            decoded = decoded.reshape(ref.shape)
+            rows.append((bpp, psnr(ref, decoded), ssim(ref, decoded)))
+        bpp, p, s = np.mean(rows, axis=0).tolist()
+        curve.append({"quality": q, "bpp": bpp, "psnr": p, "ssim": s})
+    return curve
+
+
+def rate_distortion(codec: ConvCodec, images: Sequence[np.ndarray],
+                    qualities: Sequence[int] = tuple(QUALITY_STEPS)) -> list[dict[str, float]]:
+    """The codec's rate-distortion curve: for each quality, the mean over ``images`` of the
+    bits per pixel of the whole ``.aeb`` file and of the PSNR and SSIM of the decoded image."""
+    curve = _curve(lambda img, q: codec_roundtrip(img, codec, q), images, qualities)
+    return [{"quality": p["quality"], "step": quality_step(p["quality"]), **p} for p in curve]
+
+
+def jpeg_rate_distortion(images: Sequence[np.ndarray],
+                         qualities: Sequence[int] = (5, 10, 20, 30, 50, 75, 90)) -> list[dict[str, float]]:
+    """The same for JPEG files (Pillow with ``optimize=True`` Huffman tables) at these JPEG qualities."""
+    from aebook.baselines import jpeg_roundtrip
+
+    return _curve(jpeg_roundtrip, images, qualities)
+
+
+def value_at_bpp(curve: Sequence[dict[str, float]], bpp: float, key: str = "psnr") -> float:
+    """``key`` of a rate-distortion curve at ``bpp``, linearly interpolated; NaN outside its range."""
+    points = sorted((p["bpp"], p[key]) for p in curve)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if not points or not xs[0] <= bpp <= xs[-1]:
+        return float("nan")
+    return float(np.interp(bpp, xs, ys))
