@@ -64,13 +64,16 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from aebook.checkpoint import save_run
     from aebook.data import load_dataset
     from aebook.models import build_model
-    from aebook.runtime import pick_device
+    from aebook.models import MODEL_NAMES
+    from aebook.runtime import pick_device, seed_everything
     from aebook.train import TrainConfig, fit
 
     device = pick_device(args.device)
-    model = build_model(args.model, (1, 1, 1), max(1, args.latent_dim))  # validates the name early
+    if args.model not in MODEL_NAMES:  # fail before loading any data
+        raise ValueError(f"unknown model {args.model!r}: choose one of {', '.join(MODEL_NAMES)}")
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
                         limit_train=args.limit, limit_test=args.limit, seed=args.seed)
+    seed_everything(args.seed)  # the initial weights depend on --seed only
     model = build_model(args.model, data.shape, args.latent_dim)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          device=str(device), compile=args.compile, progress=not args.quiet)

@@ -119,7 +119,7 @@ class MLPAutoencoder(Autoencoder):
         return self.decoder(z).view(-1, *self.shape)
 
 
-def _down_sizes(size: int, max_stages: int = 3, min_size: int = 4) -> list[int]:
+def down_sizes(size: int, max_stages: int = 3, min_size: int = 4) -> list[int]:
     """Spatial sizes after each stride-2 stage: 28 -> [28, 14, 7, 4]; 8 -> [8, 4]."""
     sizes = [size]
     while len(sizes) <= max_stages and sizes[-1] > min_size:
@@ -133,7 +133,7 @@ class ConvEncoder(nn.Module):
     def __init__(self, shape: Shape, out_features: int, width: int = 32) -> None:
         super().__init__()
         c, h, w = shape
-        self.hs, self.ws = _down_sizes(h), _down_sizes(w)
+        self.hs, self.ws = down_sizes(h), down_sizes(w)
         stages = max(len(self.hs), len(self.ws)) - 1
         self.hs += [self.hs[-1]] * (stages + 1 - len(self.hs))
         self.ws += [self.ws[-1]] * (stages + 1 - len(self.ws))

@@ -46,7 +46,7 @@ def compare_grid(originals: torch.Tensor, rows: Mapping[str, torch.Tensor], n: i
     n = min(n, len(originals))
     fig, axes = plt.subplots(1 + len(rows), n, figsize=(scale * n, scale * 1.25 * (1 + len(rows))), squeeze=False)
     for j in range(n):
-        show_image(axes[0, j], originals[j], "original" if j == 0 else "")
+        show_image(axes[0, j], originals[j])
         for i, (name, imgs) in enumerate(rows.items(), start=1):
             title = f"{psnr(originals[j], imgs[j]):.1f} dB\n{ssim(originals[j], imgs[j]):.2f}" if metrics else ""
             show_image(axes[i, j], imgs[j], title)
