@@ -2,6 +2,8 @@
 
 ``aebook train``    train a model on a dataset and write a run folder.
 ``aebook evaluate`` PSNR/SSIM of a run folder on a split, optionally against PCA.
+``aebook compress`` an image into an ``.aeb`` file with a learned codec (chapter 5).
+``aebook decompress`` an ``.aeb`` file back into an image.
 
 Bad input (unknown names, missing folders or files, corrupted checkpoints)
 prints one line ``aebook: error: ...`` to stderr and exits with code 2.
@@ -51,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "test"], help="split to evaluate (default: test)")
     e.add_argument("--baseline", default=None, choices=["pca"], help="also evaluate PCA with the same latent size")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+    c = sub.add_parser("compress", help="compress an image into an .aeb file (learned codec + Huffman coding)")
+    c.add_argument("input", help="PNG or JPEG image")
+    c.add_argument("output", help="the .aeb file to write")
+    c.add_argument("--quality", type=int, default=4, help="1..8, higher = more bits and a better image (default: 4)")
+    c.add_argument("--model", required=True, help="codec run folder (written by benchmarks/codec_rd.py --save)")
+
+    d = sub.add_parser("decompress", help="decompress an .aeb file into an image")
+    d.add_argument("input", help="the .aeb file")
+    d.add_argument("output", help="image to write (.png recommended)")
+    d.add_argument("--model", required=True, help="codec run folder the file was compressed with")
     return parser
 
 
@@ -112,11 +125,50 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_compress(args: argparse.Namespace) -> dict:
+    from aebook.bitstream import write_aeb
+    from aebook.codec import bits_per_pixel, compress, load_codec
+    from aebook.imageio import read_image
+
+    codec, _ = load_codec(args.model)
+    img = read_image(args.input)
+    if (img.ndim == 3) != (codec.channels == 3):
+        raise ValueError(f"{args.input} is {'colour' if img.ndim == 3 else 'grayscale'} but the codec in "
+                         f"{args.model} is for {codec.mode} images")
+    with torch_inference():
+        aeb = compress(img, codec, args.quality)
+    write_aeb(args.output, aeb)
+    return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode,
+            "quality": aeb.quality, "bpp": bits_per_pixel(aeb)}
+
+
+def cmd_decompress(args: argparse.Namespace) -> dict:
+    from aebook.bitstream import read_aeb
+    from aebook.codec import decompress, load_codec
+    from aebook.imageio import write_image
+
+    aeb = read_aeb(args.input)
+    codec, _ = load_codec(args.model)
+    with torch_inference():
+        img = decompress(aeb, codec, expected_model_id=codec.model_id)
+    write_image(args.output, img)
+    return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode}
+
+
+def torch_inference():
+    import torch
+
+    return torch.inference_mode()
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        result = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+        result = COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"aebook: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

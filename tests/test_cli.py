@@ -73,3 +73,61 @@ def test_evaluate_on_images_of_another_shape(tmp_path, capsys):
     assert main(["evaluate", str(run), "--dataset", "photos", "--limit", "4"]) == 2
     err = capsys.readouterr().err
     assert "expects images of shape (N, 1, 8, 8), got (1, 1, 32, 32)" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_codec_run(tmp_path_factory):
+    import torch
+
+    from aebook.codec import ConvCodec, save_codec
+
+    torch.manual_seed(0)
+    run = tmp_path_factory.mktemp("codec") / "run"
+    save_codec(run, ConvCodec(channels=1, latent_channels=4, widths=(8, 8, 8)))
+    return run
+
+
+def test_compress_decompress_round_trip(tmp_path, capsys, tiny_codec_run):
+    import numpy as np
+
+    from aebook.bitstream import read_aeb
+    from aebook.data import load_photo
+    from aebook.imageio import read_image, write_image
+
+    src = write_image(tmp_path / "in.png", load_photo("camera", gray=True)[:45, :61])
+    assert main(["compress", str(src), str(tmp_path / "x.aeb"), "--quality", "8", "--model", str(tiny_codec_run)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["bpp"] > 0 and read_aeb(tmp_path / "x.aeb").quality == 8
+    assert main(["decompress", str(tmp_path / "x.aeb"), str(tmp_path / "out.png"), "--model", str(tiny_codec_run)]) == 0
+    out = read_image(tmp_path / "out.png")
+    assert out.shape == (45, 61) and np.isfinite(out).all()
+
+
+def test_codec_bad_input_writes_nothing(tmp_path, capsys, tiny_codec_run):
+    from aebook.data import load_photo
+    from aebook.imageio import write_image
+
+    model = ["--model", str(tiny_codec_run)]
+    out = tmp_path / "out.aeb"
+    assert main(["compress", str(tmp_path / "missing.png"), str(out), *model]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    colour = write_image(tmp_path / "c.png", load_photo("astronaut")[:16, :16])
+    assert main(["compress", str(colour), str(out), *model]) == 2
+    assert "is colour but the codec" in capsys.readouterr().err
+    gray = write_image(tmp_path / "g.png", load_photo("camera", gray=True)[:16, :16])
+    assert main(["compress", str(gray), str(out), "--quality", "9", *model]) == 2
+    assert "quality" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["compress", str(gray), str(out), *model]) == 0
+    data = bytearray(out.read_bytes())
+    png = tmp_path / "d.png"
+    for name, bad in [("truncated", data[:-5]), ("CRC", data[:-1] + bytes([data[-1] ^ 1])),
+                      ("not an .aeb", b"JUNK" + data[4:]), ("version", data[:4] + b"\x09" + data[5:])]:
+        (tmp_path / "bad.aeb").write_bytes(bytes(bad))
+        assert main(["decompress", str(tmp_path / "bad.aeb"), str(png), *model]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("aebook: error:") and err.count("\n") == 1, name
+        assert not png.exists()
+    (tmp_path / "notimage.png").write_bytes(b"hello")
+    assert main(["compress", str(tmp_path / "notimage.png"), str(out), *model]) == 2
+    assert "cannot read image" in capsys.readouterr().err
