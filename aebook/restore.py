@@ -1,0 +1,276 @@
+"""Image restoration networks for chapter 4: denoising, inpainting, super-resolution, enhancement.
+
+One architecture serves every task: a residual convolutional network in the
+style of DnCNN (Zhang et al., 2017) that looks at the damaged image (plus a
+condition map: the noise level for denoising, the mask for inpainting) and
+predicts the *correction* to add to it. The tasks differ only in how training
+pairs are made from clean patches (:class:`Task`) and in what the network is
+given:
+
+=========== ================================ ======================================
+task         network input                    output
+=========== ================================ ======================================
+denoise      noisy image + sigma/255 map      noisy + correction
+inpaint      image with holes + mask          kept pixels, holes filled by the model
+upscale2/4   bicubic-upscaled low-res image   bicubic + correction
+enhance      badly exposed / colour-cast RGB  corrected image
+=========== ================================ ======================================
+
+Large images are processed in overlapping tiles (:func:`apply_tiled`) so that
+memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
+
+
+class ResidualCNN(nn.Module):
+    """``depth`` 3x3 convolutions with ReLU; the last predicts a correction added to the image.
+
+    Parameters
+    ----------
+    channels
+        Image channels (1 or 3).
+    cond_channels
+        Extra input channels (noise-level map or mask) concatenated to the image.
+    depth, width
+        Number of convolutions and their feature channels (DnCNN: 17 and 64).
+    """
+
+    name = "residual_cnn"
+
+    def __init__(self, channels: int = 1, cond_channels: int = 0, depth: int = 17, width: int = 64) -> None:
+        super().__init__()
+        if channels not in (1, 3) or depth < 2 or width < 1:
+            raise ValueError(f"bad ResidualCNN settings: channels={channels}, depth={depth}, width={width}")
+        self.config = {"model": self.name, "channels": channels, "cond_channels": cond_channels,
+                       "depth": depth, "width": width}
+        self.channels, self.cond_channels = channels, cond_channels
+        layers: list[nn.Module] = [nn.Conv2d(channels + cond_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, channels, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        nn.init.zeros_(layers[-1].weight)  # start as the identity: output = input
+        nn.init.zeros_(layers[-1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected images (N, {self.channels}, H, W), got {tuple(x.shape)}")
+        inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
+        if inp.shape[1] != self.channels + self.cond_channels:
+            raise ValueError(f"expected {self.cond_channels} condition channels, got {inp.shape[1] - self.channels}")
+        return x + self.body(inp)
+
+
+@dataclass
+class Task:
+    """How a task damages clean images and how the network's answer is assembled.
+
+    ``make(clean, generator)`` returns ``(damaged, cond)``; ``finish(damaged, cond, out)``
+    turns the network output into the restored image (e.g. keeps the known pixels).
+    """
+
+    name: str
+    channels: int
+    cond_channels: int
+    make: Callable[[torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None]]
+    finish: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
+
+
+def _denoise_make(clean, gen, sigmas=(0.0, 55.0)):
+    n = clean.shape[0]
+    sigma = sigmas[0] + (sigmas[1] - sigmas[0]) * torch.rand(n, generator=gen, device=clean.device)
+    noisy = clean + torch.randn(clean.shape, generator=gen, device=clean.device) * (sigma / 255).view(-1, 1, 1, 1)
+    return noisy, (sigma / 255).view(-1, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
+
+
+def _inpaint_make(clean, gen):
+    from aebook.corrupt import block_mask_batch
+
+    n = clean.shape[0]
+    frac = 0.05 + 0.4 * torch.rand((), generator=gen, device=clean.device).item()
+    mask = block_mask_batch(clean.shape, 8, frac, generator=gen, device=clean.device)
+    pixels = (torch.rand(n, 1, *clean.shape[-2:], generator=gen, device=clean.device) < frac * 0.5).float()
+    mask = torch.maximum(mask, pixels * (torch.rand(n, 1, 1, 1, generator=gen, device=clean.device) < 0.3))
+    return clean * (1 - mask), mask
+
+
+def _upscale_make(scale):
+    def make(clean, gen):
+        h, w = clean.shape[-2:]
+        small = F.avg_pool2d(clean, scale)  # block means, as aebook.corrupt.downsample
+        return upsample_bicubic(small, (h, w)), None
+    return make
+
+
+def _enhance_make(clean, gen):
+    n, dev = clean.shape[0], clean.device
+
+    def u(lo, hi):
+        return (lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=gen, device=dev))
+
+    gamma = torch.exp(u(np.log(0.5), np.log(2.0)))
+    out = clean.clamp(0, 1) ** gamma
+    out = (out - 0.5) * u(0.6, 1.4) + 0.5 + u(-0.2, 0.2)
+    gains = 0.8 + 0.4 * torch.rand(n, clean.shape[1], 1, 1, generator=gen, device=dev)
+    return (out * gains).clamp(0, 1), None
+
+
+def upsample_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic upsampling of a batch, clipped to [0, 1] (the super-resolution baseline and input)."""
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _keep_known(damaged, mask, out):
+    return damaged * (1 - mask) + out.clamp(0, 1) * mask
+
+
+def _plain(damaged, cond, out):
+    return out.clamp(0, 1)
+
+
+def make_task(name: str, channels: int = 1) -> Task:
+    """The :class:`Task` called ``name`` (one of :data:`TASKS`)."""
+    if name == "denoise":
+        return Task(name, channels, 1, _denoise_make, _plain)
+    if name == "inpaint":
+        return Task(name, channels, 1, _inpaint_make, lambda d, m, o: _keep_known(d, m, o))
+    if name in ("upscale2", "upscale4"):
+        return Task(name, channels, 0, _upscale_make(int(name[-1])), _plain)
+    if name == "enhance":
+        return Task(name, 3, 0, _enhance_make, _plain)
+    raise ValueError(f"unknown restoration task {name!r}: choose one of {', '.join(TASKS)}")
+
+
+@torch.no_grad()
+def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | None = None,
+                tile: int = 256, overlap: int = 24) -> torch.Tensor:
+    """Run ``model`` on a ``(1, C, H, W)`` image tile by tile.
+
+    Tiles overlap by ``2 * overlap`` pixels and only each tile's interior
+    (``overlap`` pixels away from any inner edge) is kept, so the result equals
+    running the model on the whole image whenever ``overlap`` is at least the
+    network's receptive-field radius (``depth`` pixels for 3x3 convolutions):
+    no seams, and memory bounded by the tile size whatever the image size.
+    """
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image (1, C, H, W), got {tuple(image.shape)}")
+    if tile <= 2 * overlap:
+        raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap})")
+    _, c, h, w = image.shape
+    param = next(model.parameters())
+    out = torch.empty(1, c, h, w, device=image.device)
+    step = tile - 2 * overlap
+    for y in range(0, max(1, h - 2 * overlap), step):
+        for x in range(0, max(1, w - 2 * overlap), step):
+            y0, x0 = max(0, min(y, h - tile)), max(0, min(x, w - tile))
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype)
+            pc = None if cond is None else cond[:, :, y0:y1, x0:x1].to(param.device, param.dtype)
+            res = model(patch, pc).float().to(image.device)
+            ty = overlap if y0 > 0 else 0
+            tx = overlap if x0 > 0 else 0
+            by = y1 - y0 - (overlap if y1 < h else 0)
+            bx = x1 - x0 - (overlap if x1 < w else 0)
+            out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
+    return out
+
+def _to_batch(img: np.ndarray) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 2:
+        return torch.from_numpy(arr.copy())[None, None]
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+    raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
+
+
+def _from_batch(x: torch.Tensor) -> np.ndarray:
+    x = x[0].detach().float().cpu().clamp(0, 1)
+    return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).numpy()
+
+
+def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: float | None = None,
+                  mask: np.ndarray | None = None, tile: int = 256) -> np.ndarray:
+    """Restore one image (float array in [0, 1]) with a trained network.
+
+    ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
+    (True = missing); ``upscale2``/``upscale4`` take the low-resolution image
+    and return it ``scale`` times larger; ``enhance`` takes a colour image.
+    Grayscale images given to a colour model (and vice versa) are refused.
+    """
+    x = _to_batch(img)
+    if x.shape[1] != model.channels:
+        kind = "colour" if x.shape[1] == 3 else "grayscale"
+        raise ValueError(f"this {task} model takes {'colour' if model.channels == 3 else 'grayscale'} images, got {kind}")
+    cond = None
+    if task == "denoise":
+        if sigma is None or sigma < 0:
+            raise ValueError("denoising needs the noise level sigma >= 0 (0-255 scale)")
+        cond = torch.full((1, 1, *x.shape[-2:]), sigma / 255.0)
+    elif task == "inpaint":
+        if mask is None or np.asarray(mask).shape[:2] != tuple(x.shape[-2:]):
+            got = None if mask is None else np.asarray(mask).shape
+            raise ValueError(f"inpainting needs a mask of the image's size {tuple(x.shape[-2:])}, got {got}")
+        cond = torch.from_numpy(np.asarray(mask, dtype=np.float32).reshape(*x.shape[-2:]).copy())[None, None]
+        x = x * (1 - cond)
+    elif task in ("upscale2", "upscale4"):
+        scale = int(task[-1])
+        x = upsample_bicubic(x, (x.shape[-2] * scale, x.shape[-1] * scale))
+    elif task != "enhance":
+        raise ValueError(f"unknown restoration task {task!r}: choose one of {', '.join(TASKS)}")
+    out = apply_tiled(model.eval(), x, cond, tile=tile)
+    if task == "inpaint":
+        out = _keep_known(x, cond, out)
+    return _from_batch(out)
+
+
+def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
+                   depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
+                   seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[ResidualCNN, list[float]]:
+    """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
+
+    Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
+    Patches are held on the device; damage is drawn afresh for every batch.
+    """
+    from tqdm.auto import tqdm
+
+    from aebook.data import photo_patches
+    from aebook.runtime import pick_device
+
+    spec = make_task(task)
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
+    model = ResidualCNN(spec.channels, spec.cond_channels, depth, width).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = max(1, epochs * (-(-n_patches // batch_size)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 50)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    use_amp = dev.type == "cuda"
+    losses = []
+    for _ in tqdm(range(epochs), desc=f"training {task}", disable=not progress):
+        order = torch.randperm(n_patches, generator=gen, device=dev)
+        total = torch.zeros((), device=dev)
+        for i in range(0, n_patches, batch_size):
+            target = clean[order[i : i + batch_size]]
+            damaged, cond = spec.make(target, gen)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(damaged, cond)
+            loss = F.mse_loss(spec.finish(damaged, cond, out.float()) if task == "inpaint" else out.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach() * len(target)
+        losses.append(total.item() / n_patches)
+    return model.eval(), losses

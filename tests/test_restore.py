@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from aebook.data import load_photo
+from aebook.restore import TASKS, ResidualCNN, apply_tiled, make_task, restore_image, train_restorer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_untrained_network_is_the_identity_and_tiles_cover_everything():
+    model = ResidualCNN(1, 1, depth=4, width=8)
+    x = torch.rand(1, 1, 300, 411)
+    out = apply_tiled(model, x, torch.zeros(1, 1, 300, 411), tile=128, overlap=16)
+    assert out.shape == x.shape and torch.allclose(out, x)
+
+
+def test_tiled_equals_whole_image():
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 0, depth=3, width=4)
+    torch.nn.init.normal_(model.body[-1].weight, std=0.1)
+    x = torch.rand(1, 1, 90, 90)
+    whole = model(x)
+    for tile, overlap in ((64, 16), (40, 4), (256, 24)):
+        tiled = apply_tiled(model, x, tile=tile, overlap=overlap)
+        assert torch.allclose(whole, tiled, atol=1e-6), (tile, overlap)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_tasks_make_damaged_pairs(task):
+    spec = make_task(task)
+    clean = torch.rand(4, spec.channels, 32, 32)
+    damaged, cond = spec.make(clean, torch.Generator().manual_seed(0))
+    assert damaged.shape == clean.shape and not torch.equal(damaged, clean)
+    assert (cond is None) == (spec.cond_channels == 0)
+
+
+def test_short_training_runs_and_restores_shapes():
+    img = load_photo("camera", gray=True)[:40, :52]
+    model, losses = train_restorer("upscale2", epochs=2, n_patches=64, patch_size=24, depth=3, width=8, progress=False)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert restore_image(model, "upscale2", img).shape == (80, 104)
+    model, _ = train_restorer("inpaint", epochs=1, n_patches=32, patch_size=24, depth=3, width=8, progress=False)
+    mask = np.zeros(img.shape, bool)
+    mask[8:16, 8:16] = True
+    out = restore_image(model, "inpaint", img, mask=mask)
+    assert np.allclose(out[~mask], img[~mask], atol=1e-6)  # known pixels are kept
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="unknown restoration task 'sharpen'"):
+        make_task("sharpen")
+    gray = ResidualCNN(1, 1, depth=3, width=4)
+    with pytest.raises(ValueError, match="takes grayscale images, got colour"):
+        restore_image(gray, "denoise", np.zeros((8, 8, 3), np.float32), sigma=25)
+    with pytest.raises(ValueError, match="needs the noise level"):
+        restore_image(gray, "denoise", np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match="mask of the image's size"):
+        restore_image(gray, "inpaint", np.zeros((8, 8), np.float32), mask=np.zeros((4, 4), bool))
+    with pytest.raises(ValueError, match="bad ResidualCNN"):
+        ResidualCNN(2)
