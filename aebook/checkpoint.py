@@ -16,9 +16,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from aebook.models import Autoencoder, build_model
@@ -61,7 +62,7 @@ def save_run(run_dir: str | Path, model: Autoencoder, history: dict | None = Non
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read and validate ``config.json`` of a run folder."""
+    """Read and validate ``config.json`` of a run folder (it must describe a ``model``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
@@ -70,15 +71,19 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is missing: not an aebook run folder")
     try:
         config = json.loads(path.read_text())
-        model = config["model"]
-        _ = (model["model"], model["shape"], model["latent_dim"])
+        _ = config["model"]["model"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a valid aebook config ({type(err).__name__}: {err})") from None
     return config
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[Autoencoder, dict[str, Any]]:
-    """Load a model saved by :func:`save_run`, after checking its SHA-256.
+def load_module(run_dir: str | Path, build: Callable[[dict[str, Any]], nn.Module],
+                device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load any module saved by :func:`save_run`: check the SHA-256, ``build(config["model"])``, load weights.
+
+    ``build`` turns the saved model configuration into an untrained module; it
+    raises ``ValueError`` (or ``KeyError``/``TypeError``, reported as a bad
+    config) when the folder holds another kind of model.
 
     Raises
     ------
@@ -96,16 +101,36 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[A
     if expected and sha256_file(weights) != expected:
         raise ValueError(f"{weights} fails its SHA-256 check: corrupted or tampered checkpoint")
     try:
+        module = build(config["model"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{run_dir / CONFIG} is not a valid aebook config ({type(err).__name__}: {err})") from None
+    try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
-    options = {k: v for k, v in config["model"].items() if k not in ("model", "shape", "latent_dim")}
-    if "hidden" in options:
-        options["hidden"] = tuple(options["hidden"])
-    model = build_model(config["model"]["model"], tuple(config["model"]["shape"]), config["model"]["latent_dim"], **options)
     try:
-        model.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(f"{weights} does not match its config.json: {first}") from None
-    return model.to(device).eval(), config
+    return module.to(device).eval(), config
+
+
+def _build_autoencoder(model: dict[str, Any]) -> Autoencoder:
+    options = {k: v for k, v in model.items() if k not in ("model", "shape", "latent_dim")}
+    if "hidden" in options:
+        options["hidden"] = tuple(options["hidden"])
+    return build_model(model["model"], tuple(model["shape"]), model["latent_dim"], **options)
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[Autoencoder, dict[str, Any]]:
+    """Load an autoencoder saved by :func:`save_run`, after checking its SHA-256.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing folder or files.
+    ValueError
+        Corrupted, tampered or mismatched checkpoint (one clear message).
+    """
+    return load_module(run_dir, _build_autoencoder, device)  # type: ignore[return-value]

@@ -37,7 +37,6 @@ A file decodes to exactly the symbols that were written, on any machine; the dec
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aebook.bitstream import MODES, AebFile
-from aebook.checkpoint import CONFIG, WEIGHTS, save_run, sha256_file
+from aebook.checkpoint import CONFIG, load_module, save_run
 
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
 #: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
@@ -320,38 +319,12 @@ def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cp
     ``FileNotFoundError`` for a missing folder or file; ``ValueError`` naming the file for
     a corrupted, tampered or mismatched one (including a run folder of another model).
     """
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    path, weights = run_dir / CONFIG, run_dir / WEIGHTS
-    for p in (path, weights):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: not a codec run folder")
-    try:
-        config = json.loads(path.read_text())
-        model = config["model"]
+    def build(model: dict[str, Any]) -> ConvCodec:
         if model["model"] != ConvCodec.name:
-            raise ValueError(f"{path} describes a {model['model']!r} model, not a {ConvCodec.name}")
-        options = {k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")}
-        expected = config["weights_sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a valid codec config ({type(err).__name__}: {err})") from None
-    if sha256_file(weights) != expected:
-        raise ValueError(f"{weights} fails its SHA-256 check: corrupted or tampered checkpoint")
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
-    try:
-        codec = ConvCodec(**options)
-        codec.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{weights} does not match its config.json: {first}") from None
-    return codec.to(device).eval(), config
+            raise ValueError(f"{Path(run_dir) / CONFIG} describes a {model['model']!r} model, not a {ConvCodec.name}")
+        return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")})
 
+    return load_module(run_dir, build, device)  # type: ignore[return-value]
 
 def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, latent_channels: int = 8,
                 lmbda: float = 0.004, seed: int = 0, device: str = "auto", widths: Sequence[int] = (32, 48, 64),

@@ -172,7 +172,7 @@ def test_save_load_round_trip_and_tampering(tmp_path, trained, crop):
         load_codec(run)
     config_path = run / "config.json"
     config_path.write_text("{not json")
-    with pytest.raises(ValueError, match="config.json is not a valid codec config"):
+    with pytest.raises(ValueError, match="config.json is not a valid aebook config"):
         load_codec(run)
     config_path.write_text(json.dumps({"model": {"model": "conv"}, "weights_sha256": ""}))
     with pytest.raises(ValueError, match="not a convcodec"):
