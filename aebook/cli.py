@@ -4,6 +4,8 @@
 ``aebook evaluate`` PSNR/SSIM of a run folder on a split, optionally against PCA.
 ``aebook compress`` an image into an ``.aeb`` file with a learned codec (chapter 5).
 ``aebook decompress`` an ``.aeb`` file back into an image.
+``aebook train-restorer`` train a restoration network (chapter 4).
+``aebook denoise`` / ``inpaint`` / ``upscale`` / ``enhance`` restore an image file.
 
 Bad input (unknown names, missing folders or files, corrupted checkpoints)
 prints one line ``aebook: error: ...`` to stderr and exits with code 2.
@@ -64,6 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", help="the .aeb file")
     d.add_argument("output", help="image to write (.png recommended)")
     d.add_argument("--model", required=True, help="codec run folder the file was compressed with")
+
+    r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
+    r.add_argument("task", help="denoise, inpaint, upscale2, upscale4 or enhance")
+    r.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
+    r.add_argument("--n-patches", type=int, default=20000, help="training patches (default: 20000)")
+    r.add_argument("--patch-size", type=int, default=48, help="patch size in pixels (default: 48)")
+    r.add_argument("--depth", type=int, default=17, help="convolutions (default: 17)")
+    r.add_argument("--width", type=int, default=64, help="feature channels (default: 64)")
+    r.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    r.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
+    r.add_argument("--out", required=True, help="run folder to write")
+
+    model_help = "run folder of 'aebook train-restorer', or a shipped pretrained name (default: %(default)s)"
+    for name, helptext in (("denoise", "remove Gaussian noise"), ("inpaint", "fill the pixels a mask marks as missing"),
+                           ("upscale", "super-resolution x2 or x4"), ("enhance", "fix exposure, contrast and colour")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("input", help="PNG or JPEG image, grayscale or colour")
+        if name == "inpaint":
+            q.add_argument("mask", help="image of the same size; white = missing pixels")
+        q.add_argument("output", help="image to write (same mode as the input)")
+        if name == "denoise":
+            q.add_argument("--sigma", type=float, default=25.0, help="noise level on the 0-255 scale (default: 25)")
+        if name == "upscale":
+            q.add_argument("--scale", type=int, required=True, choices=[2, 4], help="2 or 4")
+        q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
+        q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     return parser
 
 
@@ -161,7 +192,49 @@ def torch_inference():
     return torch.inference_mode()
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress}
+def cmd_train_restorer(args: argparse.Namespace) -> dict:
+    from aebook.restore import make_task, save_restorer, train_restorer
+
+    make_task(args.task)  # fail before training on a bad name
+    model, losses = train_restorer(args.task, epochs=args.epochs, n_patches=args.n_patches, patch_size=args.patch_size,
+                                   depth=args.depth, width=args.width, batch_size=args.batch_size, lr=args.lr,
+                                   seed=args.seed, device=args.device, progress=not args.quiet)
+    train_config = {k: getattr(args, k) for k in ("epochs", "n_patches", "patch_size", "batch_size", "lr", "seed")}
+    train_config["command"] = "aebook " + " ".join(sys.argv[1:])
+    save_restorer(args.out, model, args.task, losses, train_config)
+    return {"run_dir": str(args.out), "task": args.task, "final_loss": losses[-1] if losses else None}
+
+
+def cmd_restore(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from aebook.imageio import read_image, write_image
+    from aebook.pretrained import resolve
+    from aebook.restore import load_restorer, restore_image
+    from aebook.runtime import pick_device
+
+    task = f"upscale{args.scale}" if args.command == "upscale" else args.command
+    img = read_image(args.input)
+    mask = None
+    if task == "inpaint":
+        m = read_image(args.mask)
+        mask = (m if m.ndim == 2 else m.mean(axis=2)) > 0.5
+        if mask.shape != img.shape[:2]:
+            raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                             f"{img.shape[1]}x{img.shape[0]}")
+    model, model_task, _ = load_restorer(resolve(args.model or task), pick_device(args.device))
+    if model_task != task:
+        raise ValueError(f"model {args.model} was trained for {model_task!r}, not {task!r}")
+    with torch_inference():
+        out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask)
+    write_image(args.output, out)
+    return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
+            "mode": "RGB" if np.asarray(out).ndim == 3 else "L"}
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,
+            "train-restorer": cmd_train_restorer, "denoise": cmd_restore, "inpaint": cmd_restore,
+            "upscale": cmd_restore, "enhance": cmd_restore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

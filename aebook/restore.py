@@ -206,12 +206,18 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
     (True = missing); ``upscale2``/``upscale4`` take the low-resolution image
     and return it ``scale`` times larger; ``enhance`` takes a colour image.
-    Grayscale images given to a colour model (and vice versa) are refused.
+    The output keeps the input's mode: a grayscale model restores a colour
+    image channel by channel; a colour model sees a grayscale image as three
+    equal channels and returns their mean.
     """
-    x = _to_batch(img)
-    if x.shape[1] != model.channels:
-        kind = "colour" if x.shape[1] == 3 else "grayscale"
-        raise ValueError(f"this {task} model takes {'colour' if model.channels == 3 else 'grayscale'} images, got {kind}")
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:
+        return np.stack([restore_image(model, task, arr[:, :, i], sigma=sigma, mask=mask, tile=tile)
+                         for i in range(3)], axis=2)
+    if arr.ndim == 2 and model.channels == 3:
+        return restore_image(model, task, np.repeat(arr[:, :, None], 3, axis=2), sigma=sigma, mask=mask,
+                             tile=tile).mean(axis=2)
+    x = _to_batch(arr)
     cond = None
     if task == "denoise":
         if sigma is None or sigma < 0:
@@ -274,3 +280,33 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
             total += loss.detach() * len(target)
         losses.append(total.item() / n_patches)
     return model.eval(), losses
+
+
+def save_restorer(run_dir, model: ResidualCNN, task: str, losses: list[float] | None = None,
+                  train_config: dict | None = None):
+    """Save a trained restorer as a run folder (safetensors + config.json with SHA-256), atomically."""
+    from aebook.checkpoint import save_run
+
+    make_task(task)  # validates the name
+    return save_run(run_dir, model, {"train_loss": losses or []}, {"task": task, **(train_config or {})})  # type: ignore[arg-type]
+
+
+def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[ResidualCNN, str, dict]:
+    """Load a restorer saved by :func:`save_restorer`; returns ``(model, task, config)``.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` (tampered, corrupted or another kind of model).
+    """
+    from pathlib import Path
+
+    from aebook.checkpoint import load_module
+
+    def build(cfg: dict) -> ResidualCNN:
+        if cfg["model"] != ResidualCNN.name:
+            raise ValueError(f"{Path(run_dir) / 'config.json'} describes a {cfg['model']!r} model, not a restorer")
+        return ResidualCNN(cfg["channels"], cfg["cond_channels"], cfg["depth"], cfg["width"])
+
+    model, config = load_module(run_dir, build, device)
+    task = config.get("train", {}).get("task")
+    if task not in TASKS:
+        raise ValueError(f"{Path(run_dir) / 'config.json'} does not name a restoration task (got {task!r})")
+    return model, task, config  # type: ignore[return-value]

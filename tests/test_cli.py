@@ -131,3 +131,30 @@ def test_codec_bad_input_writes_nothing(tmp_path, capsys, tiny_codec_run):
     (tmp_path / "notimage.png").write_bytes(b"hello")
     assert main(["compress", str(tmp_path / "notimage.png"), str(out), *model]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_restore_commands_end_to_end(tmp_path, capsys):
+    import numpy as np
+
+    from aebook.data import load_photo
+    from aebook.imageio import read_image, write_image
+
+    run = tmp_path / "sr"
+    assert main(["train-restorer", "upscale2", "--epochs", "1", "--n-patches", "32", "--patch-size", "24",
+                 "--depth", "3", "--width", "8", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    rgb = write_image(tmp_path / "rgb.png", load_photo("astronaut")[:30, :41])
+    assert main(["upscale", str(rgb), str(tmp_path / "up.png"), "--scale", "2", "--model", str(run)]) == 0
+    assert read_image(tmp_path / "up.png").shape == (60, 82, 3)
+    # a model for another task, another scale, or a missing pretrained name: one line, exit 2, no output
+    for args, message in [(["upscale", str(rgb), str(tmp_path / "o.png"), "--scale", "4", "--model", str(run)],
+                           "trained for 'upscale2', not 'upscale4'"),
+                          (["denoise", str(rgb), str(tmp_path / "o.png"), "--model", "nope"], "unknown model 'nope'"),
+                          (["denoise", str(tmp_path / "missing.png"), str(tmp_path / "o.png")], "does not exist")]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+        assert not (tmp_path / "o.png").exists()
+    mask = write_image(tmp_path / "mask.png", np.zeros((10, 10), np.float32))
+    assert main(["inpaint", str(rgb), str(mask), str(tmp_path / "o.png"), "--model", str(run)]) == 2
+    assert "mask" in capsys.readouterr().err and not (tmp_path / "o.png").exists()

@@ -57,11 +57,43 @@ def test_bad_input():
     with pytest.raises(ValueError, match="unknown restoration task 'sharpen'"):
         make_task("sharpen")
     gray = ResidualCNN(1, 1, depth=3, width=4)
-    with pytest.raises(ValueError, match="takes grayscale images, got colour"):
-        restore_image(gray, "denoise", np.zeros((8, 8, 3), np.float32), sigma=25)
+    with pytest.raises(ValueError, match=r"expected an \(H, W\) or \(H, W, 3\) image"):
+        restore_image(gray, "denoise", np.zeros((8, 8, 4), np.float32), sigma=25)
     with pytest.raises(ValueError, match="needs the noise level"):
         restore_image(gray, "denoise", np.zeros((8, 8), np.float32))
     with pytest.raises(ValueError, match="mask of the image's size"):
         restore_image(gray, "inpaint", np.zeros((8, 8), np.float32), mask=np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="bad ResidualCNN"):
         ResidualCNN(2)
+
+
+def test_modes_are_kept():
+    gray = ResidualCNN(1, 1, depth=3, width=4)
+    colour = ResidualCNN(3, 0, depth=3, width=4)
+    rgb = load_photo("astronaut")[:20, :24]
+    assert restore_image(gray, "denoise", rgb, sigma=10).shape == (20, 24, 3)
+    assert restore_image(colour, "enhance", rgb[:, :, 0]).shape == (20, 24)
+
+
+def test_save_load_and_pretrained_manifest(tmp_path):
+    import json
+
+    from aebook.checkpoint import sha256_file
+    from aebook.pretrained import available, pretrained, resolve
+    from aebook.restore import load_restorer, save_restorer
+
+    model = ResidualCNN(1, 1, depth=3, width=4)
+    run = save_restorer(tmp_path / "denoise", model, "denoise", [0.1], {"epochs": 1})
+    loaded, task, config = load_restorer(run)
+    assert task == "denoise" and config["train"]["epochs"] == 1
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": {
+        "path": "denoise", "sha256": sha256_file(run / "model.safetensors"), "command": "test"}}}))
+    assert available(tmp_path) == ["denoise"]
+    assert pretrained("denoise", root=tmp_path)[1] == "denoise"
+    assert resolve(str(run), root=tmp_path) == run
+    with pytest.raises(ValueError, match="unknown model 'sharpen'.*denoise"):
+        resolve("sharpen", root=tmp_path)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match="fails the manifest's SHA-256 check"):
+        pretrained("denoise", root=tmp_path)

@@ -1,0 +1,63 @@
+"""Pretrained weights shipped inside the package, looked up by name and hash-checked on load.
+
+``aebook/pretrained/MANIFEST.json`` lists each shipped model: its run folder
+(relative to ``aebook/pretrained``), the SHA-256 of its weight file and the
+exact command that trained it. :func:`pretrained` refuses a weight file whose
+hash differs from the manifest's, so a tampered or corrupted file is never
+loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def manifest(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The manifest as ``{name: {"path", "sha256", "command", ...}}`` (empty when nothing is shipped)."""
+    path = (root or PRETRAINED_DIR) / "MANIFEST.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): dict(v) for k, v in data["models"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid manifest ({type(err).__name__}: {err})") from None
+
+
+def available(root: Path | None = None) -> list[str]:
+    """Names of the shipped pretrained models."""
+    return sorted(manifest(root))
+
+
+def resolve(name_or_dir: str, root: Path | None = None) -> Path:
+    """A run folder for a pretrained name (hash-checked against the manifest) or a path given by the user."""
+    from aebook.checkpoint import WEIGHTS, sha256_file
+
+    root = root or PRETRAINED_DIR
+    entries = manifest(root)
+    if name_or_dir in entries:
+        entry = entries[name_or_dir]
+        run_dir = root / entry["path"]
+        weights = run_dir / WEIGHTS
+        if not weights.exists():
+            raise FileNotFoundError(f"pretrained model {name_or_dir!r}: {weights} is missing")
+        if sha256_file(weights) != entry["sha256"]:
+            raise ValueError(f"pretrained model {name_or_dir!r}: {weights} fails the manifest's SHA-256 check "
+                             "(tampered or corrupted)")
+        return run_dir
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return path
+    shipped = ", ".join(entries) or "none are shipped in this version"
+    raise ValueError(f"unknown model {name_or_dir!r}: not a run folder, and not a pretrained name ({shipped})")
+
+
+def pretrained(name: str, device: str = "cpu", root: Path | None = None):
+    """Load a shipped restorer by name (e.g. ``"denoise"``): returns ``(model, task, config)``."""
+    from aebook.restore import load_restorer
+
+    return load_restorer(resolve(name, root), device)
