@@ -1,0 +1,266 @@
+"""Comparing methods on equal terms (chapter 2.3): tiled whole images, quantised latents.
+
+- :func:`image_to_tiles`, :func:`tiles_to_image`, :func:`reconstruct_by_tiles`:
+  a model trained on 32x32 patches reconstructs a whole photo tile by tile.
+- :class:`UniformQuantizer`, :func:`quantized_reconstruct`: store a latent code
+  in a fixed number of bits, so its cost can be compared with JPEG's file size.
+- :func:`interpolation_codec`, :func:`jpeg_images`, :func:`jpeg_quality_for_bpp`:
+  the rule-based codecs at a given budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------- tiles
+
+def image_to_tiles(img: np.ndarray, size: int = 32) -> torch.Tensor:
+    """Cut a grayscale ``(H, W)`` image into non-overlapping ``size`` x ``size`` tiles, row by row.
+
+    The image is first cropped to multiples of ``size`` from the top-left (as
+    :func:`aebook.data.photo_tiles` does). Returns a ``(N, 1, size, size)`` tensor.
+    """
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a grayscale (H, W) image, got shape {arr.shape}")
+    h, w = (arr.shape[0] // size) * size, (arr.shape[1] // size) * size
+    if h == 0 or w == 0:
+        raise ValueError(f"image {arr.shape} is smaller than one {size}x{size} tile")
+    t = arr[:h, :w].reshape(h // size, size, w // size, size).swapaxes(1, 2).reshape(-1, 1, size, size)
+    return torch.from_numpy(np.ascontiguousarray(t))
+
+
+def tiles_to_image(tiles: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`image_to_tiles`: put ``(N, 1, s, s)`` tiles back into an ``(H, W)`` image.
+
+    ``shape`` is the cropped image's shape (multiples of the tile size).
+    """
+    s = tiles.shape[-1]
+    h, w = shape
+    if h % s or w % s or tiles.shape[0] != (h // s) * (w // s):
+        raise ValueError(f"{tiles.shape[0]} tiles of {s}x{s} do not fill an image of shape {shape}")
+    t = tiles.detach().float().cpu().numpy().reshape(h // s, w // s, s, s).swapaxes(1, 2)
+    return t.reshape(h, w)
+
+
+def crop_to_tiles(img: np.ndarray, size: int = 32) -> np.ndarray:
+    """Crop ``img`` from the top-left to multiples of ``size`` (the area the tiles cover)."""
+    return np.asarray(img)[: (img.shape[0] // size) * size, : (img.shape[1] // size) * size]
+
+
+def reconstruct_by_tiles(img: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor], size: int = 32) -> np.ndarray:
+    """Reconstruct a whole grayscale image tile by tile.
+
+    Parameters
+    ----------
+    img
+        ``(H, W)`` image in [0, 1]; it is cropped to multiples of ``size``.
+    fn
+        Maps a batch of tiles ``(N, 1, size, size)`` to reconstructions of the
+        same shape, e.g. ``model.reconstruct`` or a quantised round trip.
+
+    Returns
+    -------
+    numpy.ndarray
+        The reconstructed, cropped image, clipped to [0, 1].
+    """
+    crop = crop_to_tiles(img, size)
+    out = fn(image_to_tiles(crop, size))
+    return np.clip(tiles_to_image(out, crop.shape), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- quantised latents
+
+@dataclass
+class UniformQuantizer:
+    """Uniform scalar quantiser with one range per latent dimension.
+
+    Each value ``z_j`` is clipped to ``[low_j, high_j]`` and mapped to one of
+    ``2**bits`` equally spaced levels, so a code of ``k`` numbers costs exactly
+    ``k * bits`` bits (before any entropy coding, chapter 5). The ranges are
+    part of the codec: fit them on *training* codes, never on the test images.
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+    bits: int = 8
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor, bits: int = 8) -> "UniformQuantizer":
+        """Ranges from the minimum and maximum of each dimension of ``codes`` ``(N, k)``."""
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bits must be in 1..16, got {bits}")
+        codes = codes.detach().float().cpu()
+        if codes.ndim != 2 or len(codes) < 1:
+            raise ValueError(f"codes must be (N, k) with N >= 1, got shape {tuple(codes.shape)}")
+        low, high = codes.min(0).values, codes.max(0).values
+        high = torch.where(high > low, high, low + 1e-6)
+        return cls(low, high, bits)
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Integer symbols in ``0 .. 2**bits - 1`` (int64), same shape as ``z``."""
+        z = z.detach().float().cpu()
+        step = (self.high - self.low) / (self.levels - 1)
+        return torch.round((z.clamp(self.low, self.high) - self.low) / step).long()
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        """Values of the symbols ``q``."""
+        step = (self.high - self.low) / (self.levels - 1)
+        return self.low + q.float() * step
+
+    def roundtrip(self, z: torch.Tensor) -> torch.Tensor:
+        """``dequantize(quantize(z))`` on ``z``'s device."""
+        return self.dequantize(self.quantize(z)).to(z.device)
+
+
+def quantized_reconstruct(model, x: torch.Tensor, quantizer: UniformQuantizer) -> torch.Tensor:
+    """Encode ``x``, quantise the code, decode; clipped to [0, 1] and returned on ``x``'s device.
+
+    ``model`` is anything with ``encode`` and ``decode`` (an autoencoder or a
+    :class:`~aebook.baselines.PCABaseline`).
+    """
+    with torch.no_grad():
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        try:
+            param = next(model.parameters())
+            inputs = x.to(param.device, param.dtype)
+        except (AttributeError, StopIteration):
+            inputs = x
+        out = model.decode(quantizer.roundtrip(model.encode(inputs))).clamp(0, 1)
+        if was_training:
+            model.train()
+    return out.to(x.device)
+
+
+# --------------------------------------------------------------------------- rule-based codecs
+
+def interpolation_codec(img: np.ndarray, factor: int = 4, bits: int = 8, mode: str = "bicubic") -> np.ndarray:
+    """Keep a ``1/factor`` downsampled image with ``bits`` per pixel; rebuild by interpolation.
+
+    The small image is made by area averaging and rounded to ``2**bits``
+    levels, so its cost is exactly ``bits / factor**2`` bits per pixel of the
+    original. Returns the ``(H, W)`` reconstruction, clipped to [0, 1].
+    """
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a grayscale (H, W) image, got shape {arr.shape}")
+    if factor < 1 or arr.shape[0] % factor or arr.shape[1] % factor:
+        raise ValueError(f"image {arr.shape} is not divisible by factor {factor}")
+    x = torch.from_numpy(arr)[None, None]
+    small = F.interpolate(x, scale_factor=1 / factor, mode="area")
+    levels = 2**bits - 1
+    small = torch.round(small.clamp(0, 1) * levels) / levels
+    up = F.interpolate(small, size=arr.shape, mode=mode, align_corners=False)
+    return up[0, 0].clamp(0, 1).numpy()
+
+
+def jpeg_images(images: Sequence[np.ndarray], quality: int) -> tuple[list[np.ndarray], float]:
+    """JPEG round trip of whole images; returns the decoded images and bits per pixel over all of them.
+
+    Whole images are compressed (not tiles) so that JPEG's headers and tables,
+    a few hundred bytes per file, are shared by many blocks as in real use.
+    """
+    from aebook.baselines import jpeg_roundtrip
+
+    decoded, bits, pixels = [], 0.0, 0
+    for img in images:
+        dec, bpp = jpeg_roundtrip(img, quality)
+        decoded.append(dec)
+        bits += bpp * img.shape[0] * img.shape[1]
+        pixels += img.shape[0] * img.shape[1]
+    return decoded, bits / pixels
+
+
+def jpeg_quality_for_bpp(images: Sequence[np.ndarray], target_bpp: float, low: int = 1, high: int = 95) -> tuple[int, float]:
+    """The highest JPEG quality in ``low..high`` whose bits per pixel (over ``images``) do not exceed ``target_bpp``.
+
+    Bisection, assuming (as holds for Pillow's encoder) that the file size grows
+    with the quality setting. Returns ``(quality, bpp)``.
+
+    Raises
+    ------
+    ValueError
+        If even quality ``low`` needs more than ``target_bpp``.
+    """
+    if not 1 <= low <= high <= 100:
+        raise ValueError(f"need 1 <= low <= high <= 100, got {low}, {high}")
+    bpp_low = jpeg_images(images, low)[1]
+    if bpp_low > target_bpp:
+        raise ValueError(f"JPEG quality {low} already needs {bpp_low:.3f} bpp > {target_bpp}")
+    best = (low, bpp_low)
+    lo, hi = low + 1, high
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        bpp = jpeg_images(images, mid)[1]
+        if bpp <= target_bpp:
+            best, lo = (mid, bpp), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+# --------------------------------------------------------------------------- evaluation helpers
+
+@torch.no_grad()
+def encode_batched(model, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Codes ``model.encode(x)`` computed batch by batch in eval mode, returned on the CPU."""
+    if hasattr(model, "eval"):
+        was_training = model.training
+        model.eval()
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except (AttributeError, StopIteration):
+        device, dtype = None, None
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        out.append(model.encode(xb.to(device, dtype) if device is not None else xb).float().cpu())
+    if hasattr(model, "eval") and was_training:
+        model.train()
+    return torch.cat(out)
+
+
+def tile_metrics(originals: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray], size: int = 32) -> dict[str, float]:
+    """Mean PSNR and SSIM over all ``size`` x ``size`` tiles of whole-image reconstructions.
+
+    ``originals`` and ``reconstructions`` are lists of ``(H, W)`` images (cropped
+    to multiples of ``size``); both are cut into the same tiles, so methods that
+    work on whole images (JPEG, interpolation) and tile by tile (PCA, the
+    autoencoders) are scored on exactly the same held-out tiles.
+    """
+    from aebook.metrics import mean_metrics
+
+    if len(originals) != len(reconstructions):
+        raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
+    ref = torch.cat([image_to_tiles(crop_to_tiles(o, size), size) for o in originals])
+    out = torch.cat([image_to_tiles(crop_to_tiles(r, size), size) for r in reconstructions])
+    if ref.shape != out.shape:
+        raise ValueError(f"tiles differ in shape: {tuple(ref.shape)} vs {tuple(out.shape)}")
+    return mean_metrics(ref, out)
+
+
+def jpeg_uses_huffman(img: np.ndarray, quality: int = 75) -> bool:
+    """True if Pillow's JPEG file for ``img`` defines Huffman tables (marker ``FFC4``) and
+    uses a Huffman-coded frame (baseline ``FFC0``, extended ``FFC1`` or progressive ``FFC2``)."""
+    import io
+
+    from PIL import Image
+
+    arr = np.clip(np.round(np.asarray(img) * 255), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality, optimize=True)
+    data = buf.getvalue()
+    return b"\xff\xc4" in data and any(m in data for m in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"))
