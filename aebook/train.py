@@ -35,6 +35,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast, used on CUDA only
     compile: bool = False
+    grad_clip: float | None = None  # clip the gradient norm to this value (off by default)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -144,6 +145,8 @@ def fit(
                 loss, stats = loss_fn(inputs, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
             total += loss.detach() * len(idx)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=6000, help="training images (default: 6000)")
     p.add_argument("--epochs", type=int, default=2, help="epochs for each loop (default: 2)")
     p.add_argument("--batch-size", type=int, default=64, help="textbook batch size (default: 64)")
-    p.add_argument("--aebook-batch-size", type=int, default=256, help="aebook batch size (default: 256)")
+    p.add_argument("--aebook-batch-size", type=int, default=64, help="aebook batch size (default: 64, the same as the textbook loop, so both take the same optimisation steps)")
     p.add_argument("--width", type=int, default=32, help="conv AE width (default: 32)")
     p.add_argument("--compile", action="store_true", help="torch.compile in aebook's loop (default: off)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
