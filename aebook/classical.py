@@ -195,6 +195,9 @@ def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
 def equalize_histogram(img: np.ndarray, method: str = "clahe", clip_limit: float = 0.01) -> np.ndarray:
     """Histogram equalisation, on the HSV value channel for colour images.
 
+    Colour images are converted to HSV and only V = max(R, G, B) is
+    equalised: hue and saturation are kept, so colours do not shift.
+
     Parameters
     ----------
     img
@@ -206,9 +209,6 @@ def equalize_histogram(img: np.ndarray, method: str = "clahe", clip_limit: float
         :func:`skimage.exposure.equalize_hist`.
     clip_limit
         CLAHE clip limit in (0, 1]; higher = stronger.
-
-    Colour images are converted to HSV and only V = max(R, G, B) is
-    equalised: hue and saturation are kept, so colours do not shift.
     """
     img = np.clip(as_image(img), 0.0, 1.0)
     if method == "clahe":

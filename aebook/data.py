@@ -28,7 +28,7 @@ import torch
 
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "photos", "photos_rgb", "folder")
 
-#: Photos used for training patches: never evaluated on.
+#: Photos used for training patches, never evaluated on.
 TRAIN_PHOTOS: tuple[str, ...] = (
     "chelsea", "rocket", "china", "flower", "motorcycle_left", "coins", "moon",
     "brick", "grass", "gravel", "hubble_deep_field", "retina", "ihc", "text", "page",

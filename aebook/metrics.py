@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+#: PSNR (dB) reported for identical images, whose PSNR would be infinite.
 PSNR_CAP = 100.0
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Names of the restoration tasks.
 TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
 
 

@@ -166,6 +166,10 @@ def plot_directions(rows: Mapping[str, np.ndarray | torch.Tensor], image_shape: 
                     n: int | None = None, scale: float = 1.0):
     """Show basis vectors as images: one row per matrix, one column per direction.
 
+    Each direction is drawn with a diverging colormap scaled to its own largest
+    absolute value (red positive, blue negative), since directions have no
+    natural brightness.
+
     Parameters
     ----------
     rows
@@ -175,10 +179,6 @@ def plot_directions(rows: Mapping[str, np.ndarray | torch.Tensor], image_shape: 
         ``(H, W)`` of one direction as an image.
     n
         Number of directions (columns) to show; default: all of the widest row.
-
-    Each direction is drawn with a diverging colormap scaled to its own largest
-    absolute value (red positive, blue negative), since directions have no
-    natural brightness.
     """
     import matplotlib.pyplot as plt
 

@@ -109,9 +109,11 @@ def worst_and_best(scores: Sequence[float] | np.ndarray, k: int = 5) -> tuple[np
 
     Returns
     -------
-    worst, best
-        ``worst`` from the lowest score up, ``best`` from the highest down.
-        Ties keep the items' original order.
+    worst : numpy.ndarray
+        Indices of the ``k`` lowest scores, from the lowest up.
+    best : numpy.ndarray
+        Indices of the ``k`` highest scores, from the highest down.
+        In both, ties keep the items' original order.
 
     Raises
     ------
