@@ -108,13 +108,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from aebook.checkpoint import save_run
     from aebook.data import load_dataset
     from aebook.models import build_model
-    from aebook.models import MODEL_NAMES
+    from aebook.models import check_model_name
     from aebook.runtime import pick_device, seed_everything
     from aebook.train import TrainConfig, fit
 
     device = pick_device(args.device)
-    if args.model not in MODEL_NAMES:  # fail before loading any data
-        raise ValueError(f"unknown model {args.model!r}: choose one of {', '.join(MODEL_NAMES)}")
+    check_model_name(args.model)  # fail before loading any data
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
                         limit_train=args.limit, limit_test=args.limit, seed=args.seed)
     seed_everything(args.seed)  # the initial weights depend on --seed only

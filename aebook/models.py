@@ -242,6 +242,12 @@ _MODELS: dict[str, type[Autoencoder]] = {m.name: m for m in (LinearAutoencoder, 
 MODEL_NAMES = tuple(_MODELS)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` naming the choices when ``name`` is not a model of :func:`build_model`."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+
+
 def build_model(name: str, shape: Shape, latent_dim: int, **options: Any) -> Autoencoder:
     """Build a model by name: ``linear``, ``mlp``, ``conv`` or ``vae``.
 
@@ -249,8 +255,7 @@ def build_model(name: str, shape: Shape, latent_dim: int, **options: Any) -> Aut
     ``beta``); ``build_model(**model.config)``-style rebuilding is what
     :func:`aebook.checkpoint.load_run` does.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    check_model_name(name)
     try:
         return _MODELS[name](tuple(shape), latent_dim, **options)
     except TypeError as err:

@@ -13,14 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        for chapter in part["chapters"]:
-            files.append(chapter["file"])
-            files += [s["file"] for s in chapter.get("sections", [])]
-    return files
+from book_site import toc_pages as toc_files  # the one reader of _toc.yml in the tests
 
 
 def notebooks() -> list[Path]:

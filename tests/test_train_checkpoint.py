@@ -19,7 +19,6 @@ def test_fit_reduces_loss_and_is_seeded(digits):
     torch.manual_seed(1)
     m2 = build_model("mlp", digits.shape, 8)
     fit(m2, digits.train, cfg)
-    m3 = build_model("mlp", digits.shape, 8)
     torch.manual_seed(1)
     m3 = build_model("mlp", digits.shape, 8)
     fit(m3, digits.train, cfg)
