@@ -21,20 +21,48 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from aebook.runtime import describe_environment, pick_device, quick_mode, seed_everything
-from aebook.data import (
-    HELD_OUT_PHOTOS,
-    TRAIN_PHOTOS,
-    ImageData,
-    load_dataset,
-    load_photo,
-    photo_patches,
-)
-from aebook.models import build_model, MODEL_NAMES
-from aebook.train import TrainConfig, History, fit
-from aebook.checkpoint import load_run, save_run
-from aebook.metrics import psnr, ssim, batch_metrics
-from aebook.baselines import PCABaseline, jpeg_roundtrip
+from typing import TYPE_CHECKING, Any
+
+#: Public names re-exported here, loaded on first use (PEP 562) so that ``import aebook``
+#: and the ``aebook`` command do not pay for scikit-image and friends until they need them.
+_EXPORTS = {
+    "describe_environment": "runtime", "pick_device": "runtime", "quick_mode": "runtime",
+    "seed_everything": "runtime",
+    "HELD_OUT_PHOTOS": "data", "TRAIN_PHOTOS": "data", "ImageData": "data", "load_dataset": "data",
+    "load_photo": "data", "photo_patches": "data",
+    "build_model": "models", "MODEL_NAMES": "models",
+    "TrainConfig": "train", "History": "train", "fit": "train",
+    "load_run": "checkpoint", "save_run": "checkpoint",
+    "psnr": "metrics", "ssim": "metrics", "batch_metrics": "metrics",
+    "PCABaseline": "baselines", "jpeg_roundtrip": "baselines",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        module = importlib.import_module(f"aebook.{_EXPORTS[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aebook' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+from aebook import pretrained  # noqa: E402  (a callable module: aebook.pretrained("denoise"))
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aebook.baselines import PCABaseline, jpeg_roundtrip
+    from aebook.checkpoint import load_run, save_run
+    from aebook.data import HELD_OUT_PHOTOS, TRAIN_PHOTOS, ImageData, load_dataset, load_photo, photo_patches
+    from aebook.metrics import batch_metrics, psnr, ssim
+    from aebook.models import MODEL_NAMES, build_model
+    from aebook.runtime import describe_environment, pick_device, quick_mode, seed_everything
+    from aebook.train import History, TrainConfig, fit
 
 __all__ = [
     "__version__",
@@ -60,4 +88,5 @@ __all__ = [
     "batch_metrics",
     "PCABaseline",
     "jpeg_roundtrip",
+    "pretrained",
 ]

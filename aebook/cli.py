@@ -60,12 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="PNG or JPEG image")
     c.add_argument("output", help="the .aeb file to write")
     c.add_argument("--quality", type=int, default=4, help="1..8, higher = more bits and a better image (default: 4)")
-    c.add_argument("--model", required=True, help="codec run folder (written by benchmarks/codec_rd.py --save)")
+    c.add_argument("--model", default="codec", help="shipped pretrained codec name or a codec run folder "
+                   "(written by benchmarks/codec_rd.py --save) (default: %(default)s)")
 
     d = sub.add_parser("decompress", help="decompress an .aeb file into an image")
     d.add_argument("input", help="the .aeb file")
     d.add_argument("output", help="image to write (.png recommended)")
-    d.add_argument("--model", required=True, help="codec run folder the file was compressed with")
+    d.add_argument("--model", default="codec", help="the codec the file was compressed with: a shipped name "
+                   "or a run folder (default: %(default)s)")
 
     r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
     r.add_argument("task", help="denoise, inpaint, upscale2, upscale4 or enhance")
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--scale", type=int, required=True, choices=[2, 4], help="2 or 4")
         q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+        q.add_argument("--tile", type=int, default=512, help="process the image in tiles of this many pixels "
+                       "(bounded memory; results do not depend on it) (default: %(default)s)")
     return parser
 
 
@@ -160,7 +164,9 @@ def cmd_compress(args: argparse.Namespace) -> dict:
     from aebook.codec import bits_per_pixel, compress, load_codec
     from aebook.imageio import read_image
 
-    codec, _ = load_codec(args.model)
+    from aebook.pretrained import resolve
+
+    codec, _ = load_codec(resolve(args.model))
     img = read_image(args.input)
     if (img.ndim == 3) != (codec.channels == 3):
         raise ValueError(f"{args.input} is {'colour' if img.ndim == 3 else 'grayscale'} but the codec in "
@@ -177,8 +183,10 @@ def cmd_decompress(args: argparse.Namespace) -> dict:
     from aebook.codec import decompress, load_codec
     from aebook.imageio import write_image
 
+    from aebook.pretrained import resolve
+
     aeb = read_aeb(args.input)
-    codec, _ = load_codec(args.model)
+    codec, _ = load_codec(resolve(args.model))
     with torch_inference():
         img = decompress(aeb, codec, expected_model_id=codec.model_id)
     write_image(args.output, img)
@@ -212,6 +220,9 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     from aebook.restore import load_restorer, restore_image
     from aebook.runtime import pick_device
 
+    import time
+
+    start = time.perf_counter()  # after the imports: the JSON reports the work itself
     task = f"upscale{args.scale}" if args.command == "upscale" else args.command
     img = read_image(args.input)
     mask = None
@@ -225,10 +236,10 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     if model_task != task:
         raise ValueError(f"model {args.model} was trained for {model_task!r}, not {task!r}")
     with torch_inference():
-        out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask)
+        out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask, tile=args.tile)
     write_image(args.output, out)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
-            "mode": "RGB" if np.asarray(out).ndim == 3 else "L"}
+            "mode": "RGB" if np.asarray(out).ndim == 3 else "L", "seconds": round(time.perf_counter() - start, 3)}
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,

@@ -10,6 +10,8 @@ loaded.
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,29 @@ def resolve(name_or_dir: str, root: Path | None = None) -> Path:
 
 
 def pretrained(name: str, device: str = "cpu", root: Path | None = None):
-    """Load a shipped restorer by name (e.g. ``"denoise"``): returns ``(model, task, config)``."""
+    """Load a shipped model by name, hash-checked against the manifest.
+
+    Restorers (``"denoise"``, ``"inpaint"``, ``"upscale2"``, ``"upscale4"``, ``"enhance"``)
+    return ``(model, task, config)``; the codec (``"codec"``) returns ``(codec, config)``
+    like :func:`aebook.codec.load_codec`. Also callable as ``aebook.pretrained(name)``.
+    """
+    run_dir = resolve(name, root)
+    from aebook.checkpoint import read_config
+
+    if read_config(run_dir)["model"]["model"] == "convcodec":
+        from aebook.codec import load_codec
+
+        return load_codec(run_dir, device)
     from aebook.restore import load_restorer
 
-    return load_restorer(resolve(name, root), device)
+    return load_restorer(run_dir, device)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``aebook.pretrained("denoise")`` call :func:`pretrained` while the module keeps its other names."""
+
+    def __call__(self, name: str, device: str = "cpu", root: Path | None = None):
+        return pretrained(name, device, root)
+
+
+sys.modules[__name__].__class__ = _CallableModule
