@@ -90,3 +90,25 @@ def summary_rows(directory: Path | None = None) -> list[dict[str, Any]]:
         for key, entry in data["results"].items():
             rows.append({"chapter": chapter, "key": key, "quick": data["quick"], **entry})
     return rows
+
+
+def compare(results: dict[str, dict[str, Any]], chapter: str, key: str, other_key: str,
+            other_chapter: str | None = None) -> dict[str, Any]:
+    """Compare two saved numbers: ``{"a", "b", "difference", "a_better"}``.
+
+    ``a`` is ``chapter/key``, ``b`` is ``other_chapter/other_key`` (same chapter by
+    default). "Better" follows the ``higher_is_better`` flag saved with ``a``; a
+    ``KeyError`` names any number that is missing (its chapter has not run).
+    """
+    other_chapter = other_chapter or chapter
+    try:
+        a = results[chapter]["results"][key]
+        b = results[other_chapter]["results"][other_key]
+    except KeyError:
+        raise KeyError(f"result {chapter}/{key} or {other_chapter}/{other_key} is missing: "
+                       "run those chapters first") from None
+    if a.get("higher_is_better") is None:
+        raise ValueError(f"result {chapter}/{key} does not say whether higher is better")
+    diff = a["value"] - b["value"]
+    return {"a": a["value"], "b": b["value"], "difference": diff,
+            "a_better": diff > 0 if a["higher_is_better"] else diff < 0, "unit": a.get("unit", "")}

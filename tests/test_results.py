@@ -37,3 +37,19 @@ def test_env_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("AEBOOK_RESULTS", str(tmp_path / "r"))
     results.record("6", "k", 1.0)
     assert json.loads((tmp_path / "r" / "6.json").read_text())["results"]["k"]["value"] == 1.0
+
+
+def test_compare(tmp_path, monkeypatch):
+    monkeypatch.delenv("AEBOOK_QUICK", raising=False)
+    results.record("4.3", "ae", 30.0, unit="dB", higher_is_better=True, directory=tmp_path)
+    results.record("4.3", "bm3d", 30.5, unit="dB", higher_is_better=True, directory=tmp_path)
+    results.record("5.1", "seconds", 2.0, unit="s", higher_is_better=False, directory=tmp_path)
+    results.record("5.1", "base_seconds", 3.0, unit="s", directory=tmp_path)
+    data = results.load_results(tmp_path)
+    c = results.compare(data, "4.3", "ae", "bm3d")
+    assert c["difference"] == -0.5 and not c["a_better"] and c["unit"] == "dB"
+    assert results.compare(data, "5.1", "seconds", "base_seconds")["a_better"]  # lower is better here
+    with pytest.raises(KeyError, match="run those chapters first"):
+        results.compare(data, "4.2", "ae", "biharmonic")
+    with pytest.raises(ValueError, match="higher is better"):
+        results.compare(data, "5.1", "base_seconds", "seconds")
