@@ -191,3 +191,37 @@ def test_large_input_round_trips() -> None:
     payload, n_bits = code.encode(symbols)
     np.testing.assert_array_equal(code.decode(payload, symbols.size), symbols)
     assert n_bits / symbols.size < empirical_entropy(symbols) + 1
+
+
+# --------------------------------------------------------------------------- ANS (constriction)
+
+from aebook.entropy import ans_bits, ans_decode, ans_encode  # noqa: E402
+
+
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=300))
+@FAST
+def test_ans_round_trip(symbols: list[int]) -> None:
+    probabilities = {s: float(c) for s, c in count_symbols(symbols).items()}
+    words = ans_encode(symbols, probabilities)
+    assert words.dtype == np.uint32
+    assert ans_decode(words, len(symbols), probabilities).tolist() == symbols
+
+
+def test_ans_beats_huffman_below_one_bit_and_stays_near_entropy() -> None:
+    rng = np.random.default_rng(0)
+    symbols = (rng.random(20000) < 0.03).astype(np.int64)  # entropy ~0.19 bits/symbol
+    h = empirical_entropy(symbols)
+    ans = ans_bits(symbols) / symbols.size
+    huffman = HuffmanCode.from_symbols(symbols).mean_length(count_symbols(symbols))
+    assert huffman == 1.0  # a prefix code cannot go below one bit per symbol
+    assert h <= ans < h + 0.01
+
+
+def test_ans_checks_its_model() -> None:
+    assert ans_bits([]) == 0
+    with pytest.raises(ValueError, match="no probability"):
+        ans_encode([1, 2, 3], {1: 0.5, 2: 0.5})
+    with pytest.raises(ValueError, match="non-negative"):
+        ans_encode([1], {1: -1.0})
+    with pytest.raises(ValueError, match="at least one"):
+        ans_decode(np.zeros(1, np.uint32), 1, {})

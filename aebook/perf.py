@@ -1,0 +1,295 @@
+"""Performance: what a model costs and how fast a training loop runs (chapter 5.1).
+
+- :func:`forward_flops`, :func:`training_flops_per_image`: floating-point operations of
+  a model, counted by PyTorch's ``FlopCounterMode`` (convolutions and matrix products).
+- :func:`peak_flops`: the FLOP/s a device reaches on one large matrix product, the
+  yardstick for "how close to the hardware's limit does the loop get".
+- :func:`inference_images_per_second`: images per second through a model in eval mode.
+- :func:`textbook_loop`, :func:`aebook_loop`, :func:`compare_loops`: the same conv
+  autoencoder trained on the same images by the tutorial loop (torchvision dataset,
+  ``DataLoader``, per-batch ``.to(device)``) and by :func:`aebook.train.fit`; the CLI
+  front end is ``benchmarks/throughput.py``.
+- :class:`DecoderSweepAutoencoder`, :func:`latent_sweep`, :func:`decoder_sweep`:
+  quality against cost when the latent size or the decoder's depth and width change.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from aebook.models import Autoencoder, build_model, count_parameters
+from aebook.summary import _sync
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass ``model(x)`` (a multiply-add counts 2).
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode``, which sees matrix products
+    and convolutions (the bulk of the work); element-wise operations are not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(x.to(param.device, param.dtype))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def training_flops_per_image(model: nn.Module, shape: Sequence[int]) -> float:
+    """FLOPs of one training step per image: 3x the forward pass (the backward pass
+    computes two products per forward one: gradients of the inputs and of the weights)."""
+    return 3.0 * forward_flops(model, torch.zeros(1, *shape))
+
+
+def peak_flops(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5,
+               dtype: torch.dtype = torch.float32) -> float:
+    """Measured FLOP/s of a ``size`` x ``size`` matrix product (best of ``repeats``).
+
+    A large matrix product is the most efficient thing a device does, so this is a
+    practical peak: a training loop reaching a sizeable fraction of it is compute-bound.
+    """
+    if size < 1 or repeats < 1:
+        raise ValueError(f"need size >= 1 and repeats >= 1, got {size} and {repeats}")
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+@torch.no_grad()
+def inference_images_per_second(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Images per second of ``model(x)`` in eval mode (best of ``repeats`` after a warm-up)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    param = next(model.parameters())
+    x = x.to(param.device, param.dtype)
+    was_training = model.training
+    model.eval()
+    model(x)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(param.device)
+        start = time.perf_counter()
+        model(x)
+        _sync(param.device)
+        best = min(best, time.perf_counter() - start)
+    model.train(was_training)
+    return len(x) / best
+
+
+# --------------------------------------------------------------------------- the two training loops
+
+@dataclass
+class LoopResult:
+    """What one training loop did: wall-clock seconds, images seen, final loss."""
+
+    seconds: float
+    images: int
+    final_loss: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+
+def write_mnist_layout(images: np.ndarray, root: Path) -> None:
+    """Write uint8 ``(N, 28, 28)`` images as ``root/MNIST/raw`` IDX files, so that
+    ``torchvision.datasets.MNIST`` reads them exactly as it reads MNIST (offline)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, part in (("train", images), ("t10k", images[:16])):
+        with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
+            f.write(struct.pack(">IIII", 0x0803, len(part), 28, 28) + part.tobytes())
+        with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+            f.write(struct.pack(">II", 0x0801, len(part)) + bytes(len(part)))
+
+
+def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, device: torch.device,
+                  lr: float = 1e-3) -> LoopResult:
+    """The tutorial loop: ``MNIST`` dataset with ``ToTensor``, a shuffling ``DataLoader``,
+    ``.to(device)`` per batch, Adam at a constant learning rate. ``final_loss`` is the
+    last epoch's mean training loss."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    seen, total, start = 0, 0.0, time.perf_counter()
+    for _ in range(epochs):
+        total = 0.0
+        for x, _ in loader:
+            x = x.to(device)
+            loss = torch.nn.functional.mse_loss(model(x), x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+            seen += len(x)
+    _sync(device)
+    return LoopResult(time.perf_counter() - start, seen, total / len(ds))
+
+
+def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
+                lr: float = 2e-3, compile: bool = False, channels_last: bool = True) -> LoopResult:
+    """:func:`aebook.train.fit`: data held on the device, bfloat16 autocast on CUDA, optional
+    ``torch.compile`` and channels-last memory layout. ``final_loss`` as in :func:`textbook_loop`."""
+    from aebook.train import TrainConfig, fit
+
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), compile=compile,
+                      progress=False)
+    start = time.perf_counter()
+    history = fit(model, data, cfg)
+    _sync(device)
+    return LoopResult(time.perf_counter() - start, epochs * len(data), history.train_loss[-1])
+
+
+def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch.device | str = "cpu",
+                  batch_size: int = 64, aebook_batch_size: int = 64, aebook_lr: float = 2e-3,
+                  compile: bool = False, channels_last: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Train the same conv autoencoder (latent 16) on the same ``n`` 28x28 photo patches
+    with both loops, then measure both models with the same held-out loss.
+
+    Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, each loop's
+    ``*_final_loss`` (last training epoch) and ``*_eval_loss`` (MSE of the trained model on
+    the same 512 patches that neither trained on), ``train_gflop_per_image``,
+    ``peak_gflop_s`` (a matrix product on the same device, same run) and
+    ``aebook_fraction_of_peak``.
+    """
+    from aebook.data import photo_patches
+    from aebook.train import evaluate_loss
+
+    if n < 1 or epochs < 1:
+        raise ValueError(f"need n >= 1 and epochs >= 1, got n={n}, epochs={epochs}")
+    device = torch.device(device)
+    patches = photo_patches(n + 512, size=28, gray=True, seed=seed)
+    images = (patches[:, 0].numpy() * 255).round().astype(np.uint8)
+    data = torch.from_numpy(images[:n]).float().div(255).unsqueeze(1)  # exactly what ToTensor yields
+    held = torch.from_numpy(images[n:]).float().div(255).unsqueeze(1)
+    results: dict[str, Any] = {
+        "device": str(device), "torch": torch.__version__, "n": n, "epochs": epochs, "width": width,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"}
+    models = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mnist_layout(images[:n], Path(tmp))
+        torch.manual_seed(seed)
+        models["baseline"] = build_model("conv", (1, 28, 28), 16, width=width)
+        base = textbook_loop(models["baseline"], Path(tmp), epochs, batch_size, device)
+    torch.manual_seed(seed)
+    models["aebook"] = build_model("conv", (1, 28, 28), 16, width=width)
+    ours = aebook_loop(models["aebook"], data, epochs, aebook_batch_size, device, aebook_lr, compile, channels_last)
+    for name, res in (("baseline", base), ("aebook", ours)):
+        results.update({f"{name}_img_s": res.images_per_second, f"{name}_seconds": res.seconds,
+                        f"{name}_final_loss": res.final_loss,
+                        f"{name}_eval_loss": evaluate_loss(models[name].float().to(device), held)})
+    results["speedup"] = results["aebook_img_s"] / results["baseline_img_s"]
+    flops = training_flops_per_image(build_model("conv", (1, 28, 28), 16, width=width), (1, 28, 28))
+    peak = peak_flops(device, size=2048 if device.type == "cuda" else 1024)
+    results.update(train_gflop_per_image=flops / 1e9, peak_gflop_s=peak / 1e9,
+                   aebook_fraction_of_peak=results["aebook_img_s"] * flops / peak,
+                   baseline_fraction_of_peak=results["baseline_img_s"] * flops / peak)
+    return results
+
+
+# --------------------------------------------------------------------------- quality against cost
+
+class DecoderSweepAutoencoder(Autoencoder):
+    """A fixed small encoder and a fully-connected decoder of ``depth`` hidden layers of
+    ``width`` units (ReLU), sigmoid output: only the decoder changes between sweeps."""
+
+    name = "decsweep"
+
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, depth: int = 1, width: int = 128) -> None:
+        super().__init__(shape, latent_dim, depth=depth, width=width)
+        if depth < 0 or width < 1:
+            raise ValueError(f"need depth >= 0 and width >= 1, got depth={depth}, width={width}")
+        d = int(np.prod(self.shape))
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, latent_dim))
+        layers: list[nn.Module] = []
+        c_in = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(c_in, width), nn.ReLU()]
+            c_in = width
+        self.decoder = nn.Sequential(*layers, nn.Linear(c_in, d), nn.Sigmoid())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(-1, *self.shape)
+
+
+def _train_and_score(model: Autoencoder, train: torch.Tensor, test: torch.Tensor, epochs: int,
+                     batch_size: int, seed: int) -> dict[str, float]:
+    """Train with :func:`aebook.train.fit` (timed) and score PSNR on ``test``."""
+    from aebook.metrics import mean_metrics
+    from aebook.train import TrainConfig, fit
+
+    start = time.perf_counter()
+    fit(model, train, TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False, device="cpu"))
+    seconds = time.perf_counter() - start
+    return {"train_img_s": epochs * len(train) / seconds,
+            "infer_img_s": inference_images_per_second(model, test),
+            "psnr": mean_metrics(test, model.reconstruct(test))["psnr"],
+            "params": count_parameters(model)}
+
+
+def latent_sweep(latent_dims: Sequence[int], train: torch.Tensor, test: torch.Tensor, epochs: int = 20,
+                 batch_size: int = 64, model: str = "mlp", seed: int = 0, **options: Any) -> list[dict[str, float]]:
+    """Train one autoencoder (:func:`aebook.models.build_model` ``model`` with ``options``) per
+    latent size; per size: training and inference images/s, test PSNR (dB), parameters,
+    forward FLOPs per image."""
+    rows = []
+    for d in latent_dims:
+        torch.manual_seed(seed)
+        model_ = build_model(model, tuple(train.shape[1:]), int(d), **options)
+        row = {"latent_dim": int(d), **_train_and_score(model_, train, test, epochs, batch_size, seed)}
+        row["mflop_per_image"] = forward_flops(model_, test[:1]) / 1e6
+        rows.append(row)
+    return rows
+
+
+def decoder_sweep(depths: Sequence[int], widths: Sequence[int], train: torch.Tensor, test: torch.Tensor,
+                  latent_dim: int = 8, epochs: int = 20, batch_size: int = 64,
+                  seed: int = 0) -> list[dict[str, float]]:
+    """Train a :class:`DecoderSweepAutoencoder` per (depth, width): test PSNR and parameters."""
+    rows = []
+    for depth in depths:
+        for width in widths:
+            torch.manual_seed(seed)
+            model = DecoderSweepAutoencoder(tuple(train.shape[1:]), latent_dim, int(depth), int(width))
+            row = _train_and_score(model, train, test, epochs, batch_size, seed)
+            row["decoder_params"] = count_parameters(model.decoder)
+            rows.append({"depth": int(depth), "width": int(width), **row})
+    return rows

@@ -1,0 +1,107 @@
+"""Tests for aebook.perf: FLOP counts, peak FLOP/s, the two training loops, the sweeps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aebook.models import build_model
+from aebook.perf import (DecoderSweepAutoencoder, compare_loops, decoder_sweep, forward_flops,
+                         inference_images_per_second, latent_sweep, peak_flops, training_flops_per_image,
+                         write_mnist_layout)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_forward_flops_of_a_linear_layer_is_2_n_in_out() -> None:
+    layer = nn.Linear(10, 7, bias=False)
+    assert forward_flops(layer, torch.zeros(3, 10)) == 2 * 3 * 10 * 7
+    assert training_flops_per_image(layer, (10,)) == 3 * 2 * 10 * 7
+
+
+def test_forward_flops_of_a_convolution() -> None:
+    conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+    assert forward_flops(conv, torch.zeros(1, 2, 5, 5)) == 2 * 25 * 4 * 2 * 9
+    assert conv.training  # the training flag is restored
+
+
+def test_flops_grow_with_model_width() -> None:
+    small = forward_flops(build_model("conv", (1, 28, 28), 16, width=8), torch.zeros(1, 1, 28, 28))
+    big = forward_flops(build_model("conv", (1, 28, 28), 16, width=16), torch.zeros(1, 1, 28, 28))
+    assert 3 * small < big < 5 * small  # conv FLOPs are quadratic in the width
+
+
+def test_peak_flops_is_positive_and_checks_arguments() -> None:
+    assert peak_flops("cpu", size=64, repeats=2) > 1e6
+    with pytest.raises(ValueError, match="size"):
+        peak_flops("cpu", size=0)
+
+
+def test_inference_images_per_second() -> None:
+    model = build_model("mlp", (1, 8, 8), 4, hidden=(16,))
+    model.train()
+    assert inference_images_per_second(model, torch.rand(32, 1, 8, 8), repeats=2) > 0
+    assert model.training
+    with pytest.raises(ValueError):
+        inference_images_per_second(model, torch.rand(2, 1, 8, 8), repeats=0)
+
+
+def test_write_mnist_layout_is_read_by_torchvision(tmp_path: Path) -> None:
+    from torchvision import datasets
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    write_mnist_layout(images, tmp_path)
+    ds = datasets.MNIST(str(tmp_path), train=True, download=False)
+    assert len(ds) == 20 and np.array_equal(np.asarray(ds[3][0]), images[3])
+    with pytest.raises(ValueError, match="uint8"):
+        write_mnist_layout(images.astype(np.float32), tmp_path)
+
+
+def test_compare_loops_reports_both_loops() -> None:
+    torch.set_num_threads(1)
+    r = compare_loops(n=64, epochs=1, width=4)
+    for key in ("baseline_img_s", "aebook_img_s", "baseline_eval_loss", "aebook_eval_loss", "peak_gflop_s"):
+        assert r[key] > 0
+    assert r["speedup"] == pytest.approx(r["aebook_img_s"] / r["baseline_img_s"])
+    assert 0 < r["aebook_fraction_of_peak"] < 10
+    with pytest.raises(ValueError, match="epochs"):
+        compare_loops(n=8, epochs=0)
+
+
+def test_throughput_script_prints_json_last() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--n", "64", "--epochs", "1",
+                          "--width", "4", "--threads", "1", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["aebook_img_s"] > 0 and result["baseline_img_s"] > 0
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "nonsense"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "error" in bad.stderr
+
+
+def test_decoder_sweep_model_changes_only_the_decoder() -> None:
+    a = DecoderSweepAutoencoder((1, 8, 8), 4, depth=1, width=16)
+    b = DecoderSweepAutoencoder((1, 8, 8), 4, depth=3, width=16)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(a.encoder) == count(b.encoder) and count(a.decoder) < count(b.decoder)
+    assert a(torch.rand(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+    assert DecoderSweepAutoencoder((1, 8, 8), 4, depth=0)(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="depth"):
+        DecoderSweepAutoencoder((1, 8, 8), 4, depth=-1)
+
+
+def test_sweeps_return_one_row_per_setting() -> None:
+    torch.manual_seed(0)
+    train, test = torch.rand(64, 1, 8, 8), torch.rand(16, 1, 8, 8)
+    rows = latent_sweep((2, 4), train, test, epochs=1, hidden=(16,))
+    assert [r["latent_dim"] for r in rows] == [2, 4]
+    assert rows[0]["params"] < rows[1]["params"] and all(r["psnr"] > 0 for r in rows)
+    rows = decoder_sweep((1, 2), (8, 16), train, test, latent_dim=4, epochs=1)
+    assert [(r["depth"], r["width"]) for r in rows] == [(1, 8), (1, 16), (2, 8), (2, 16)]
+    assert rows[0]["decoder_params"] < rows[1]["decoder_params"] < rows[3]["decoder_params"]
