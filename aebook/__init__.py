@@ -14,6 +14,14 @@ Each module holds one concern and is taught by a chapter of the book:
 - :mod:`aebook.classical` classical restoration baselines: biharmonic, TV, wavelet, NL-means, BM3D, bicubic (chapter 4)
 - :mod:`aebook.entropy`  empirical entropy and canonical Huffman codes of quantised latents (chapter 5)
 - :mod:`aebook.bitstream` the ``.aeb`` compressed-image file format (chapter 5)
+- :mod:`aebook.restore`, :mod:`aebook.restore_eval` restoration networks and their side-by-side evaluation (chapter 4)
+- :mod:`aebook.generation` sampling, interpolation, ELBO in bits/dim, Fréchet distance (chapter 4.1)
+- :mod:`aebook.codec`    a learned image codec writing ``.aeb`` files (chapter 5.1)
+- :mod:`aebook.perf`     FLOPs, peak FLOP/s, training-loop throughput, quality-vs-cost sweeps (chapter 5.1)
+- :mod:`aebook.distributed`, :mod:`aebook.streaming` DDP training with torchrun; streaming image folders (chapter 5.2)
+- :mod:`aebook.security` AES-GCM for ``.aeb`` files, pickle inspection, membership inference (chapter 5.3)
+- :mod:`aebook.pretrained`, :mod:`aebook.train_pretrained` shipped weights by name and the command that trains them
+- :mod:`aebook.results`  headline numbers saved by the chapters, gathered by the conclusion (chapter 6)
 - :mod:`aebook.cli`      the ``aebook`` command
 """
 
