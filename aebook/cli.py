@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a run folder (default: %(default)s)")
 
     r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
-    r.add_argument("task", help="denoise, inpaint, upscale2, upscale4 or enhance")
+    r.add_argument("task", help="denoise, inpaint, inpaint_blind, upscale2, upscale4 or enhance")
     r.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
     r.add_argument("--n-patches", type=int, default=20000, help="training patches (default: 20000)")
     r.add_argument("--patch-size", type=int, default=48, help="patch size in pixels (default: 48)")

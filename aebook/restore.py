@@ -16,6 +16,10 @@ upscale2/4   bicubic-upscaled low-res image   bicubic + correction
 enhance      badly exposed / colour-cast RGB  corrected image
 =========== ================================ ======================================
 
+``inpaint_blind`` is the blind variant of ``inpaint`` (chapter 4.2): the holes
+hold random values and no mask is given, so the network must find the damage
+as well as fill it.
+
 Large images are processed in overlapping tiles (:func:`apply_tiled`) so that
 memory stays bounded.
 """
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Names of the restoration tasks.
-TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
+TASKS = ("denoise", "inpaint", "inpaint_blind", "upscale2", "upscale4", "enhance")
 
 
 class ResidualCNN(nn.Module):
@@ -106,6 +110,13 @@ def _inpaint_make(clean, gen):
     return clean * (1 - mask), mask
 
 
+def _inpaint_blind_make(clean, gen):
+    """Holes as in ``inpaint`` but filled with uniform random values, and no mask for the network."""
+    damaged, mask = _inpaint_make(clean, gen)
+    fill = torch.rand(clean.shape, generator=gen, device=clean.device)
+    return damaged + fill * mask, None
+
+
 def _upscale_make(scale):
     def make(clean, gen):
         h, w = clean.shape[-2:]
@@ -146,6 +157,8 @@ def make_task(name: str, channels: int = 1) -> Task:
         return Task(name, channels, 1, _denoise_make, _plain)
     if name == "inpaint":
         return Task(name, channels, 1, _inpaint_make, lambda d, m, o: _keep_known(d, m, o))
+    if name == "inpaint_blind":
+        return Task(name, channels, 0, _inpaint_blind_make, _plain)
     if name in ("upscale2", "upscale4"):
         return Task(name, channels, 0, _upscale_make(int(name[-1])), _plain)
     if name == "enhance":
@@ -205,7 +218,8 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     """Restore one image (float array in [0, 1]) with a trained network.
 
     ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
-    (True = missing); ``upscale2``/``upscale4`` take the low-resolution image
+    (True = missing); ``inpaint_blind`` gets no mask (the model finds the
+    damage itself); ``upscale2``/``upscale4`` take the low-resolution image
     and return it ``scale`` times larger; ``enhance`` takes a colour image.
     The output keeps the input's mode: a grayscale model restores a colour
     image channel by channel; a colour model sees a grayscale image as three
@@ -233,7 +247,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     elif task in ("upscale2", "upscale4"):
         scale = int(task[-1])
         x = upsample_bicubic(x, (x.shape[-2] * scale, x.shape[-1] * scale))
-    elif task != "enhance":
+    elif task not in ("enhance", "inpaint_blind"):
         raise ValueError(f"unknown restoration task {task!r}: choose one of {', '.join(TASKS)}")
     out = apply_tiled(model.eval(), x, cond, tile=tile)
     if task == "inpaint":
@@ -273,7 +287,10 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
             damaged, cond = spec.make(target, gen)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(damaged, cond)
-            loss = F.mse_loss(spec.finish(damaged, cond, out.float()) if task == "inpaint" else out.float(), target)
+            out = out.float()
+            if task == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 at the
+                out = damaged * (1 - cond) + out * cond  # zeros the holes start from, which froze training
+            loss = F.mse_loss(out, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -97,3 +97,25 @@ def test_save_load_and_pretrained_manifest(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1] + b"x")
     with pytest.raises(ValueError, match="fails the manifest's SHA-256 check"):
         pretrained("denoise", root=tmp_path)
+
+
+def test_blind_inpainting_task_hides_the_mask():
+    spec = make_task("inpaint_blind")
+    clean = torch.rand(8, 1, 32, 32)
+    damaged, cond = spec.make(clean, torch.Generator().manual_seed(0))
+    assert cond is None and spec.cond_channels == 0
+    changed = damaged != clean
+    assert changed.any() and (changed.float().mean() < 0.6)
+    img = load_photo("camera", gray=True)[:24, :24]
+    model = ResidualCNN(1, 0, depth=3, width=4)
+    assert np.allclose(restore_image(model, "inpaint_blind", img), img, atol=1e-6)  # untrained = identity
+
+
+def test_inpainting_training_leaves_the_identity():
+    # Regression: the holes start at 0, where clamp has zero gradient; training must still move the network.
+    model, _ = train_restorer("inpaint", epochs=1, n_patches=32, patch_size=24, depth=3, width=4, progress=False)
+    assert model.body[-1].weight.abs().max() > 0
+    img = load_photo("camera", gray=True)[:32, :32]
+    mask = np.zeros(img.shape, bool)
+    mask[8:16, 8:16] = True
+    assert restore_image(model, "inpaint", img, mask=mask)[mask].max() > 0

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from aebook.restore_eval import (DAMAGE_KINDS, DAMAGED, Damaged, center_crop, compare, evaluate_methods,
+                                 goals_table, load_held_out, make_damage, time_call)
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return {"a": rng.random((16, 16), dtype=np.float32), "b": rng.random((16, 20), dtype=np.float32)}
+
+
+@pytest.mark.parametrize("kind", DAMAGE_KINDS)
+def test_damage_is_reproducible_and_shaped(kind):
+    img = _images()["b"]
+    f = make_damage(kind, fraction=0.25, block=4, sigma=25, scale=2)
+    d1, d2, d3 = f(img, 0), f(img, 0), f(img, 1)
+    assert np.array_equal(d1.damaged, d2.damaged)
+    assert not np.array_equal(d1.damaged, d3.damaged) or kind == "downsample"
+    if kind == "downsample":
+        assert d1.damaged.shape == (8, 10) and d1.scale == 2 and d1.clean.shape == (16, 20)
+    else:
+        assert d1.damaged.shape == img.shape and not np.array_equal(d1.damaged, img)
+    if kind in ("blocks", "scratches", "pixels", "blind"):
+        assert d1.mask.shape == img.shape and d1.mask.any()
+        assert np.array_equal(d1.damaged[~d1.mask], img[~d1.mask])  # only the holes are touched
+    if kind == "blocks":
+        assert np.all(d1.damaged[d1.mask] == 0)
+    if kind == "blind":
+        assert np.all(d1.damaged[d1.mask] != 0)  # holes hold random values, not a tell-tale constant
+    if kind == "noise":
+        assert d1.sigma == 25 and abs(np.std(d1.damaged - img) * 255 - 25) < 5
+
+
+def test_evaluate_methods_scores_times_and_means():
+    images = _images()
+    methods = {"identity": lambda d: d.damaged, "oracle": lambda d: d.clean}
+    ev = evaluate_methods(images, make_damage("noise", sigma=25), methods)
+    assert len(ev.rows) == 2 * 3 and ev.methods == [DAMAGED, "identity", "oracle"]
+    means = ev.means()
+    assert means["identity"]["psnr"] == pytest.approx(means[DAMAGED]["psnr"])
+    assert means["oracle"]["psnr"] == 100.0 and means["oracle"]["ssim"] == pytest.approx(1.0)
+    assert means["identity"]["psnr"] < 25 and all(r["seconds"] >= 0 for r in ev.rows)
+    assert set(ev.per_image()["oracle"]) == {"a", "b"}
+    table = ev.table(reference="identity")
+    assert "gain over identity" in table and "| oracle |" in table and "2 held-out images (a, b)" in table
+    fig = ev.figure("a", ["identity", "oracle"])
+    assert len(fig.axes) == 4
+    # the same seed gives the same damage on a second run
+    ev2 = evaluate_methods(images, make_damage("noise", sigma=25), methods)
+    assert np.array_equal(ev.damages["b"].damaged, ev2.damages["b"].damaged)
+
+
+def test_super_resolution_shapes_and_figure():
+    images = {"a": _images()["a"]}
+    ev = evaluate_methods(images, make_damage("downsample", scale=2),
+                          {"nearest": lambda d: np.repeat(np.repeat(d.damaged, 2, 0), 2, 1)})
+    assert ev.methods == ["nearest"]  # the low-res input has another shape: not scored
+    assert len(ev.figure("a", ["nearest"]).axes) == 3
+
+
+def test_helpers():
+    img = np.arange(36, dtype=np.float32).reshape(6, 6)
+    assert center_crop(img, 2).tolist() == [[14, 15], [20, 21]]
+    assert center_crop(img, None) is img
+    crops = load_held_out(gray=True, crop=32, names=("camera",))
+    assert list(crops) == ["camera"] and crops["camera"].shape == (32, 32)
+    assert time_call(lambda: None, repeats=2) >= 0
+    assert compare("AE", 30.0, "BM3D", 29.0) == "AE beats BM3D by 1.00 dB"
+    assert compare("AE", 28.5, "BM3D", 29.0) == "AE trails BM3D by 0.50 dB"
+    assert compare("AE", 29.0, "BM3D", 29.05, tie=0.1).startswith("AE matches BM3D")
+    table, met = goals_table([("gain over bicubic", 0.4, 1.0), ("gain over TV", 0.5, 0.0)])
+    assert met == [False, True] and "| no |" in table and "| yes |" in table
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="unknown damage kind 'fog'"):
+        make_damage("fog")
+    with pytest.raises(ValueError, match="at least one image"):
+        evaluate_methods({}, make_damage("noise"), {"x": lambda d: d.damaged})
+    with pytest.raises(ValueError, match="at least one method"):
+        evaluate_methods(_images(), make_damage("noise"), {})
+    with pytest.raises(ValueError, match="returned shape"):
+        evaluate_methods(_images(), make_damage("noise"), {"bad": lambda d: d.damaged[:4]})
+    with pytest.raises(ValueError, match="crop size"):
+        center_crop(np.zeros((4, 4)), 5)
+    with pytest.raises(ValueError, match="repeats"):
+        time_call(lambda: None, repeats=0)
+    ev = evaluate_methods(_images(), make_damage("noise"), {"x": lambda d: d.damaged})
+    with pytest.raises(ValueError, match="unknown reference method"):
+        ev.table(reference="nope")
+    assert isinstance(ev.damages["a"], Damaged)
