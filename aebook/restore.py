@@ -65,6 +65,10 @@ class ResidualCNN(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        for layer in layers[:-1]:  # He initialisation: without it (or batch norm) the signal and its
+            if isinstance(layer, nn.Conv2d):  # gradient shrink layer by layer and a deep stack never trains
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         nn.init.zeros_(layers[-1].weight)  # start as the identity: output = input
         nn.init.zeros_(layers[-1].bias)
 

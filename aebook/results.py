@@ -92,18 +92,20 @@ def summary_rows(directory: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(results: dict[str, dict[str, Any]], chapter: str, key: str, other_key: str,
+def compare(results: dict[str, dict[str, Any]], chapter: str, key: str, other_key: str | float,
             other_chapter: str | None = None) -> dict[str, Any]:
     """Compare two saved numbers: ``{"a", "b", "difference", "a_better"}``.
 
     ``a`` is ``chapter/key``, ``b`` is ``other_chapter/other_key`` (same chapter by
-    default). "Better" follows the ``higher_is_better`` flag saved with ``a``; a
-    ``KeyError`` names any number that is missing (its chapter has not run).
+    default) or, when ``other_key`` is a number, that fixed reference (e.g. a ratio of 1
+    or a published figure). "Better" follows the ``higher_is_better`` flag saved with
+    ``a``; a ``KeyError`` names any number that is missing (its chapter has not run).
     """
     other_chapter = other_chapter or chapter
     try:
         a = results[chapter]["results"][key]
-        b = results[other_chapter]["results"][other_key]
+        b = ({"value": float(other_key)} if isinstance(other_key, (int, float))
+             else results[other_chapter]["results"][other_key])
     except KeyError:
         raise KeyError(f"result {chapter}/{key} or {other_chapter}/{other_key} is missing: "
                        "run those chapters first") from None

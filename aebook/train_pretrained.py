@@ -32,11 +32,11 @@ from aebook.pretrained import PRETRAINED_DIR
 #: 512 x 512 image is restored in well under a second on a laptop CPU.
 RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0)
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=7000, epochs=10)),
-    "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=6000, epochs=8)),
-    "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=5000, epochs=8)),
-    "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=6)),
-    "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=6)),
+    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=4000, epochs=6)),
+    "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=4000, epochs=6)),
+    "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=4000, epochs=6)),
+    "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
+    "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=4)),
     "codec": ("codec", dict(n_patches=6000, patch_size=32, epochs=6, latent_channels=8, lmbda=0.004,
                             batch_size=8, lr=2e-3, seed=0)),
 }

@@ -119,3 +119,16 @@ def test_inpainting_training_leaves_the_identity():
     mask = np.zeros(img.shape, bool)
     mask[8:16, 8:16] = True
     assert restore_image(model, "inpaint", img, mask=mask)[mask].max() > 0
+
+
+def test_deep_network_keeps_its_signal():
+    """Regression: with PyTorch's default init a 12-layer ReLU stack shrank its signal ~1e4-fold and never trained."""
+    import torch
+
+    from aebook.restore import ResidualCNN
+
+    torch.manual_seed(0)
+    net = ResidualCNN(1, 1, depth=12, width=32)
+    x = torch.rand(2, 2, 32, 32)
+    features = net.body[:-1](x)  # everything but the zero-initialised last convolution
+    assert features.std() > 0.1 * x.std()

@@ -49,6 +49,7 @@ def test_compare(tmp_path, monkeypatch):
     c = results.compare(data, "4.3", "ae", "bm3d")
     assert c["difference"] == -0.5 and not c["a_better"] and c["unit"] == "dB"
     assert results.compare(data, "5.1", "seconds", "base_seconds")["a_better"]  # lower is better here
+    assert results.compare(data, "4.3", "ae", 29.97)["a_better"]  # against a fixed reference
     with pytest.raises(KeyError, match="run those chapters first"):
         results.compare(data, "4.2", "ae", "biharmonic")
     with pytest.raises(ValueError, match="higher is better"):
