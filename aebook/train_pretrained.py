@@ -51,7 +51,7 @@ def _parse_value(text: str) -> Any:
 
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
               root: Path = PRETRAINED_DIR, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Train the model ``name`` from :data:`RECIPES`, save it under ``root/name`` and update the manifest."""
+    """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest."""
     import torch
 
     from aebook.runtime import pick_device
