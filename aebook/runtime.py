@@ -25,6 +25,16 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def live_frontend() -> bool:
+    """True in a notebook a person drives (Colab, or a kernel started by a Jupyter server), where sliders work.
+
+    False under batch execution (the book build, nbval, nbconvert), where a widget
+    would only leave a dead placeholder (and requests to a widget CDN) in the page;
+    chapters then show a static figure only.
+    """
+    return on_colab() or bool(os.environ.get("JPY_SESSION_NAME"))
+
+
 def pick(full, quick):
     """Return ``quick`` in quick mode, else ``full`` (a one-liner for parameter cells)."""
     return quick if quick_mode() else full

@@ -54,3 +54,12 @@ def test_compare(tmp_path, monkeypatch):
         results.compare(data, "4.2", "ae", "biharmonic")
     with pytest.raises(ValueError, match="higher is better"):
         results.compare(data, "5.1", "base_seconds", "seconds")
+
+
+def test_live_frontend(monkeypatch):
+    from aebook.runtime import live_frontend
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert not live_frontend()  # batch execution (nbval, the book build): no widgets
+    monkeypatch.setenv("JPY_SESSION_NAME", "/tmp/x.ipynb")
+    assert live_frontend()
