@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aebook.runtime import live_frontend  # noqa: F401  (the one definition; chapter 4.1 imports it from here)
 
 
 # ---------------------------------------------------------------- latent paths
@@ -408,17 +409,6 @@ def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0)
     raise ValueError(f"no class labels for dataset {name!r}: choose digits, mnist or fashion_mnist")
 
 
-def live_frontend() -> bool:
-    """True in a notebook a person drives (Colab, or a kernel started by a Jupyter server), where sliders work.
-
-    False under batch execution (the book build, nbval, nbconvert), where a
-    widget would only leave a dead placeholder in the page.
-    """
-    from aebook.runtime import on_colab
-
-    return on_colab() or bool(os.environ.get("JPY_SESSION_NAME"))
-
-
 def explorer_figure(model: nn.Module, z: torch.Tensor, dims: Sequence[int], values: Sequence[float], scale: float = 1.0):
     """Static stand-in for :func:`latent_explorer`: row ``i`` sweeps ``dims[i]`` over ``values`` from the code ``z``."""
     import matplotlib.pyplot as plt
@@ -439,7 +429,7 @@ def explorer_figure(model: nn.Module, z: torch.Tensor, dims: Sequence[int], valu
 def latent_explorer(model: nn.Module, z: torch.Tensor, dims: Sequence[int], span: float = 3.0):
     """An ipywidgets ``interactive``: one slider per latent dimension in ``dims``, the decoded image redrawn live.
 
-    Other coordinates stay at ``z``. Display it only where :func:`live_frontend` is True.
+    Other coordinates stay at ``z``. Display it only where :func:`aebook.runtime.live_frontend` is True.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
