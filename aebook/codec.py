@@ -49,6 +49,7 @@ from torch import nn
 
 from aebook.bitstream import MODES, AebFile
 from aebook.checkpoint import CONFIG, load_module, save_run
+from aebook.imageio import image_to_tensor
 
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
 #: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
@@ -201,25 +202,6 @@ class ConvCodec(nn.Module):
         return out
 
 
-def _image_to_tensor(img: np.ndarray, channels: int) -> torch.Tensor:
-    """``(H, W)`` / ``(H, W, C)`` float image (or uint8) -> ``(1, C, H, W)`` float tensor in [0, 1]."""
-    arr = np.asarray(img)
-    if arr.dtype == np.uint8:
-        arr = arr / 255.0
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    want = "(H, W)" if channels == 1 else "(H, W, 3)"
-    if (channels == 1 and arr.ndim != 2) or (channels == 3 and (arr.ndim != 3 or arr.shape[2] != 3)) or arr.size == 0:
-        raise ValueError(f"this codec compresses {want} images, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("image contains NaN or infinite values")
-    t = torch.from_numpy(np.clip(arr, 0.0, 1.0))
-    return (t[None] if channels == 1 else t.permute(2, 0, 1))[None].contiguous()
-
-
 @torch.no_grad()
 def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str | None = None) -> AebFile:
     """Compress an image into an :class:`~aebook.bitstream.AebFile`.
@@ -242,7 +224,7 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
         Its ``symbols`` are ``round(z / step)``; ``to_bytes()`` Huffman-codes them.
     """
     step = quality_step(quality)
-    x = _image_to_tensor(img, codec.channels)
+    x = image_to_tensor(img, codec.channels)
     param = next(codec.parameters())
     z = codec.encode(x.to(param.device, param.dtype))[0].float().cpu()  # same in train and eval mode
     q = torch.round(z / step)

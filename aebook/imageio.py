@@ -1,4 +1,5 @@
-"""Reading and writing image files for the command line (PNG, JPEG and what Pillow reads).
+"""Images as files and as tensors: reading and writing PNG, JPEG (and what Pillow reads),
+and the one conversion between image arrays and the models' ``(1, C, H, W)`` tensors.
 
 Images are float32 arrays in [0, 1]: ``(H, W)`` for grayscale, ``(H, W, 3)`` for
 colour. Writing is atomic: a temporary file in the target folder is renamed
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -70,3 +72,40 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def image_to_tensor(img: np.ndarray, channels: int | None = None, clip: bool = True) -> torch.Tensor:
+    """An ``(H, W)`` or ``(H, W, 3)`` image (float in [0, 1], or uint8) as a ``(1, C, H, W)``
+    float32 tensor, clipped to [0, 1] unless ``clip=False`` (a synthetic noisy image keeps
+    its values outside [0, 1], as the denoiser saw in training).
+
+    ``channels`` (1 or 3) demands that mode; ``None`` takes either. Raises ``ValueError``
+    naming the problem for a non-numeric array, a wrong shape, an empty image or NaN/inf.
+    """
+    arr = np.asarray(img)
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    arr = arr / 255.0 if arr.dtype == np.uint8 else arr
+    arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    gray, colour = arr.ndim == 2, arr.ndim == 3 and arr.shape[2] == 3
+    ok = {None: gray or colour, 1: gray, 3: colour}.get(channels)
+    if ok is None:
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    if not ok or arr.size == 0:
+        want = {None: "an (H, W) or (H, W, 3)", 1: "an (H, W)", 3: "an (H, W, 3)"}[channels]
+        raise ValueError(f"expected {want} image, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("image contains NaN or infinite values")
+    t = torch.from_numpy(np.clip(arr, 0.0, 1.0) if clip else arr.copy())
+    return (t[None] if gray else t.permute(2, 0, 1))[None].contiguous()
+
+
+def tensor_to_image(x: torch.Tensor) -> np.ndarray:
+    """The first image of a ``(N, C, H, W)`` tensor as a float32 ``(H, W)`` (C = 1) or
+    ``(H, W, C)`` array, clipped to [0, 1]: the inverse of :func:`image_to_tensor`."""
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"expected a (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    x = x[0].detach().float().cpu().clamp(0, 1)
+    return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).contiguous().numpy()

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aebook.imageio import image_to_tensor, tensor_to_image
+
 #: Names of the restoration tasks.
 TASKS = ("denoise", "inpaint", "inpaint_blind", "upscale2", "upscale4", "enhance")
 
@@ -203,20 +205,6 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
             out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
     return out
 
-def _to_batch(img: np.ndarray) -> torch.Tensor:
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        return torch.from_numpy(arr.copy())[None, None]
-    if arr.ndim == 3 and arr.shape[2] == 3:
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
-    raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
-
-
-def _from_batch(x: torch.Tensor) -> np.ndarray:
-    x = x[0].detach().float().cpu().clamp(0, 1)
-    return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).numpy()
-
-
 def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: float | None = None,
                   mask: np.ndarray | None = None, tile: int = 256) -> np.ndarray:
     """Restore one image (float array in [0, 1]) with a trained network.
@@ -236,7 +224,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     if arr.ndim == 2 and model.channels == 3:
         return restore_image(model, task, np.repeat(arr[:, :, None], 3, axis=2), sigma=sigma, mask=mask,
                              tile=tile).mean(axis=2)
-    x = _to_batch(arr)
+    x = image_to_tensor(arr, clip=False)
     cond = None
     if task == "denoise":
         if sigma is None or sigma < 0:
@@ -256,7 +244,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     out = apply_tiled(model.eval(), x, cond, tile=tile)
     if task == "inpaint":
         out = _keep_known(x, cond, out)
-    return _from_batch(out)
+    return tensor_to_image(out)
 
 
 def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,

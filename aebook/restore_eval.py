@@ -234,7 +234,7 @@ def evaluate_methods(images: Mapping[str, np.ndarray], damage_fn: Callable[[np.n
     return ev
 
 
-def compare(a_name: str, a: float, b_name: str, b: float, unit: str = "dB", tie: float = 0.0) -> str:
+def verdict(a_name: str, a: float, b_name: str, b: float, unit: str = "dB", tie: float = 0.0) -> str:
     """A verdict sentence computed from two measurements, e.g. ``"X beats Y by 1.23 dB"``.
 
     Differences of at most ``tie`` read as "matches".

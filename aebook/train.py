@@ -23,6 +23,9 @@ from aebook.runtime import pick_device
 Corruption = Callable[[torch.Tensor], torch.Tensor]
 
 
+SCHEDULES = ("cosine", "constant")
+
+
 @dataclass
 class TrainConfig:
     """Settings of :func:`fit`; change fields one by one, e.g. ``TrainConfig(epochs=5)``."""
@@ -36,12 +39,15 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast, used on CUDA only
     compile: bool = False
     grad_clip: float | None = None  # clip the gradient norm to this value (off by default)
+    schedule: str = "cosine"  # "cosine" (warm-up + cosine decay) or "constant" learning rate
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"invalid training settings: epochs={self.epochs}, "
                              f"batch_size={self.batch_size}, lr={self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
 @dataclass
@@ -129,7 +135,8 @@ def fit(
     val = val.to(device) if val is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * -(-len(train) // config.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps))
+    factor = warmup_cosine(steps) if config.schedule == "cosine" else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     loss_fn = torch.compile(model.loss) if config.compile else model.loss
     use_amp = config.amp and device.type == "cuda"
     history = History()

@@ -9,7 +9,8 @@ This is *the* documented command behind every shipped model::
 Each recipe is a fixed set of keyword arguments for
 :func:`aebook.restore.train_restorer` or :func:`aebook.codec.train_codec`;
 ``--set`` overrides are recorded next to the weights (``config.json``) and in the
-manifest, together with the exact command line, the device, the wall time and
+manifest, together with the exact command line, the device, the wall-clock minutes (``wall_minutes``: elapsed
+time, not CPU time, so a busy machine reads slower) and
 the SHA-256 of the weights, so a shipped model can always be retrained and checked.
 Training uses only ``TRAIN_PHOTOS``; the book measures on the held-out photos.
 """
@@ -34,7 +35,7 @@ RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=4000, epochs=6)),
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=4000, epochs=6)),
-    "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=4000, epochs=6)),
+    "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
     "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=4)),
     "codec": ("codec", dict(n_patches=6000, patch_size=32, epochs=6, latent_channels=8, lmbda=0.004,
@@ -72,7 +73,7 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         task = kwargs.pop("task")
         model, losses = train_restorer(task, device=str(dev), progress=progress, **kwargs)
         elapsed = time.perf_counter() - start
-        train_config = {**kwargs, "device": str(dev), "minutes": round(elapsed / 60, 2), "command": command}
+        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
         save_restorer(root / name, model.cpu(), task, losses, train_config)
         kwargs["task"] = task
     else:
@@ -80,13 +81,13 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
 
         model, history = train_codec(device=str(dev), progress=progress, **kwargs)
         elapsed = time.perf_counter() - start
-        train_config = {**kwargs, "device": str(dev), "minutes": round(elapsed / 60, 2), "command": command}
+        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
         save_codec(root / name, model.cpu(), history.to_dict(), train_config)
     from aebook.checkpoint import WEIGHTS, sha256_file
 
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     entry = {"path": name, "kind": kind, "sha256": sha256_file(root / name / WEIGHTS), "command": command,
-             "settings": kwargs, "device": f"{dev.type}: {device_name}", "minutes": round(elapsed / 60, 2),
+             "settings": kwargs, "device": f"{dev.type}: {device_name}", "wall_minutes": round(elapsed / 60, 2),
              "threads": torch.get_num_threads()}
     _update_manifest(root, name, entry)
     return entry

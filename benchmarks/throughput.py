@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="textbook batch size (default: 64)")
     p.add_argument("--aebook-batch-size", type=int, default=64,
                    help="aebook batch size (default: 64, the textbook's, so both take the same steps)")
-    p.add_argument("--aebook-lr", type=float, default=2e-3, help="aebook peak learning rate (default: 2e-3)")
+    p.add_argument("--aebook-lr", type=float, default=1e-3,
+                   help="aebook learning rate (default: 1e-3, constant, as in the textbook loop)")
     p.add_argument("--compile", action="store_true", help="torch.compile in aebook's loop (default: off)")
     p.add_argument("--no-channels-last", action="store_true", help="keep the default memory layout (default: channels-last)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: 0 = PyTorch's choice)")

@@ -158,3 +158,28 @@ def test_restore_commands_end_to_end(tmp_path, capsys):
     mask = write_image(tmp_path / "mask.png", np.zeros((10, 10), np.float32))
     assert main(["inpaint", str(rgb), str(mask), str(tmp_path / "o.png"), "--model", str(run)]) == 2
     assert "mask" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
+
+
+def test_image_tensor_round_trip():
+    import numpy as np
+    import pytest
+
+    from aebook.imageio import image_to_tensor, tensor_to_image
+
+    gray = np.random.default_rng(0).random((5, 7), dtype=np.float32)
+    colour = np.random.default_rng(1).random((5, 7, 3), dtype=np.float32)
+    assert image_to_tensor(gray).shape == (1, 1, 5, 7) and image_to_tensor(colour).shape == (1, 3, 5, 7)
+    assert np.array_equal(tensor_to_image(image_to_tensor(gray)), gray)
+    assert np.array_equal(tensor_to_image(image_to_tensor(colour)), colour)
+    assert image_to_tensor((gray * 255).astype(np.uint8)).max() <= 1.0
+    assert image_to_tensor(gray + 1).max() == 1.0 and image_to_tensor(gray + 1, clip=False).min() >= 1.0
+    with pytest.raises(ValueError, match=r"expected an \(H, W\) image, got shape \(5, 7, 3\)"):
+        image_to_tensor(colour, channels=1)
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) image"):
+        image_to_tensor(gray, channels=3)
+    with pytest.raises(ValueError, match="got shape \\(0, 7\\)"):
+        image_to_tensor(np.zeros((0, 7)))
+    with pytest.raises(ValueError, match="must be numeric"):
+        image_to_tensor(np.array([["a"]]))
+    with pytest.raises(ValueError, match="NaN"):
+        image_to_tensor(np.full((2, 2), np.nan))

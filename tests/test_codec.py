@@ -105,9 +105,9 @@ def test_uint8_images_are_scaled():
 
 def test_bad_inputs_raise_value_error():
     gray, rgb = tiny(1), tiny(3)
-    with pytest.raises(ValueError, match=r"\(H, W\) images"):
+    with pytest.raises(ValueError, match=r"expected an \(H, W\) image, got shape \(8, 8, 3\)"):
         compress(np.zeros((8, 8, 3)), gray)
-    with pytest.raises(ValueError, match=r"\(H, W, 3\) images"):
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) image, got shape \(8, 8\)"):
         compress(np.zeros((8, 8)), rgb)
     with pytest.raises(ValueError, match="NaN"):
         compress(np.full((8, 8), np.nan), gray)

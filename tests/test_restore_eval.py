@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aebook.restore_eval import (DAMAGE_KINDS, DAMAGED, Damaged, center_crop, compare, evaluate_methods,
-                                 goals_table, load_held_out, make_damage, time_call)
+from aebook.restore_eval import (DAMAGE_KINDS, DAMAGED, Damaged, center_crop, evaluate_methods,
+                                 goals_table, load_held_out, make_damage, time_call, verdict)
 
 
 def _images():
@@ -66,9 +66,9 @@ def test_helpers():
     crops = load_held_out(gray=True, crop=32, names=("camera",))
     assert list(crops) == ["camera"] and crops["camera"].shape == (32, 32)
     assert time_call(lambda: None, repeats=2) >= 0
-    assert compare("AE", 30.0, "BM3D", 29.0) == "AE beats BM3D by 1.00 dB"
-    assert compare("AE", 28.5, "BM3D", 29.0) == "AE trails BM3D by 0.50 dB"
-    assert compare("AE", 29.0, "BM3D", 29.05, tie=0.1).startswith("AE matches BM3D")
+    assert verdict("AE", 30.0, "BM3D", 29.0) == "AE beats BM3D by 1.00 dB"
+    assert verdict("AE", 28.5, "BM3D", 29.0) == "AE trails BM3D by 0.50 dB"
+    assert verdict("AE", 29.0, "BM3D", 29.05, tie=0.1).startswith("AE matches BM3D")
     table, met = goals_table([("gain over bicubic", 0.4, 1.0), ("gain over TV", 0.5, 0.0)])
     assert met == [False, True] and "| no |" in table and "| yes |" in table
 

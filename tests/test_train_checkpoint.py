@@ -44,6 +44,31 @@ def test_bad_config():
         fit(build_model("conv", (1, 8, 8), 4), torch.rand(4, 1, 9, 9), TrainConfig(epochs=1, progress=False))
 
 
+def test_schedules(digits):
+    with pytest.raises(ValueError, match="unknown schedule 'linear'; choose one of cosine, constant"):
+        TrainConfig(schedule="linear")
+    # a constant schedule leaves the learning rate where it was set; cosine decays it
+    lrs = {}
+    for schedule in ("constant", "cosine"):
+        m = build_model("linear", digits.shape, 4)
+        seen = []
+        original = torch.optim.AdamW.step
+
+        def spy(self, *args, **kwargs):
+            seen.append(self.param_groups[0]["lr"])
+            return original(self, *args, **kwargs)
+
+        torch.optim.AdamW.step = spy
+        try:
+            fit(m, digits.train[:256], TrainConfig(epochs=2, batch_size=64, lr=1e-3, schedule=schedule,
+                                                   progress=False, device="cpu"))
+        finally:
+            torch.optim.AdamW.step = original
+        lrs[schedule] = seen
+    assert lrs["constant"] == [1e-3] * 8
+    assert max(lrs["cosine"]) <= 1e-3 and lrs["cosine"][-1] < 1e-3 / 5
+
+
 def test_save_load_round_trip(tmp_path, digits):
     m = build_model("vae", digits.shape, 5, beta=0.5)
     run = save_run(tmp_path / "run", m, {"train_loss": [1.0]}, {"dataset": "digits"})
