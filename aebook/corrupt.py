@@ -330,3 +330,38 @@ def block_mask_batch(
     ranks = torch.rand(n, gh * gw, generator=generator, device=device).argsort(dim=1).argsort(dim=1)
     cells = (ranks < k).float().view(n, 1, gh, gw)
     return cells.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)[:, :, :h, :w]
+
+
+def scratch_mask_batch(
+    shape: Sequence[int],
+    n_lines: int = 3,
+    width: tuple[float, float] = (1.0, 5.0),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Random straight scratches for a batch, like :func:`scratch_mask` but in torch.
+
+    Each image gets ``n_lines`` segments between uniform random end points, each of a
+    thickness drawn uniformly from ``width = (low, high)`` pixels. Returns a float tensor
+    ``(N, 1, H, W)`` with 1 = missing.
+    """
+    if len(shape) not in (3, 4):
+        raise ValueError(f"shape must be (N, C, H, W) or (N, H, W), got {tuple(shape)}")
+    if n_lines < 0 or not 0 < width[0] <= width[1]:
+        raise ValueError(f"need n_lines >= 0 and 0 < width low <= high, got n_lines={n_lines}, width={width}")
+    n, h, w = int(shape[0]), int(shape[-2]), int(shape[-1])
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    if n_lines == 0:
+        return torch.zeros(n, 1, h, w, device=device)
+    size = torch.tensor([h - 1, w - 1], dtype=torch.float32, device=device)
+    a = torch.rand(n, n_lines, 2, generator=generator, device=device) * size
+    b = torch.rand(n, n_lines, 2, generator=generator, device=device) * size
+    thick = width[0] + (width[1] - width[0]) * torch.rand(n, n_lines, generator=generator, device=device)
+    rows, cols = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                                torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    pix = torch.stack([rows, cols], dim=-1).view(1, 1, h, w, 2)
+    a, ab = a.view(n, n_lines, 1, 1, 2), (b - a).view(n, n_lines, 1, 1, 2)
+    t = (((pix - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    dist = (pix - a - t.unsqueeze(-1) * ab).norm(dim=-1)  # (N, L, H, W)
+    return (dist <= thick.view(n, n_lines, 1, 1) / 2).any(dim=1, keepdim=True).float()

@@ -11,7 +11,8 @@ given:
 task         network input                    output
 =========== ================================ ======================================
 denoise      noisy image + sigma/255 map      noisy + correction
-inpaint      image with holes + mask          kept pixels, holes filled by the model
+inpaint      holes pre-filled by                kept pixels, holes filled by the model
+             :func:`smooth_fill` + mask
 upscale2/4   bicubic-upscaled low-res image   bicubic + correction
 enhance      badly exposed / colour-cast RGB  corrected image
 =========== ================================ ======================================
@@ -105,22 +106,55 @@ def _denoise_make(clean, gen, sigmas=(0.0, 55.0)):
     return noisy, (sigma / 255).view(-1, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
 
 
-def _inpaint_make(clean, gen):
-    from aebook.corrupt import block_mask_batch
+def _hole_mask(clean, gen, scratches: bool = True):
+    """Training holes: 8x8 blocks (5-45 %), and for some images lost pixels or scratches."""
+    from aebook.corrupt import block_mask_batch, scratch_mask_batch
 
-    n = clean.shape[0]
-    frac = 0.05 + 0.4 * torch.rand((), generator=gen, device=clean.device).item()
-    mask = block_mask_batch(clean.shape, 8, frac, generator=gen, device=clean.device)
-    pixels = (torch.rand(n, 1, *clean.shape[-2:], generator=gen, device=clean.device) < frac * 0.5).float()
-    mask = torch.maximum(mask, pixels * (torch.rand(n, 1, 1, 1, generator=gen, device=clean.device) < 0.3))
-    return clean * (1 - mask), mask
+    n, dev = clean.shape[0], clean.device
+    frac = 0.05 + 0.4 * torch.rand((), generator=gen, device=dev).item()
+    mask = block_mask_batch(clean.shape, 8, frac, generator=gen, device=dev)
+    pixels = (torch.rand(n, 1, *clean.shape[-2:], generator=gen, device=dev) < frac * 0.5).float()
+    mask = torch.maximum(mask, pixels * (torch.rand(n, 1, 1, 1, generator=gen, device=dev) < 0.3).float())
+    if not scratches:
+        return mask
+    lines = scratch_mask_batch(clean.shape, 2, (1.0, 5.0), generator=gen, device=dev)
+    return torch.maximum(mask, lines * (torch.rand(n, 1, 1, 1, generator=gen, device=dev) < 0.4).float())
+
+
+def smooth_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the holes (``mask`` = 1) of ``x`` smoothly from the known pixels, by push-pull.
+
+    Pull: average the known pixels (weighted by how much of each cell is known) into
+    ever coarser grids until no cell is empty. Push: from the coarsest grid down, a
+    pixel keeps its own average where it is known and takes the bilinear upsampling of
+    the coarser level where it is not. Known pixels are returned unchanged; the cost is
+    a few poolings, so the fill is part of the network's input, in training and in use.
+    """
+    if mask.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"mask {tuple(mask.shape)} and images {tuple(x.shape)} differ in size")
+    known = (1 - mask).to(x.dtype)
+    values, weights = [x * known], [known]
+    while min(values[-1].shape[-2:]) > 1 and bool((weights[-1] == 0).any()):
+        values.append(F.avg_pool2d(values[-1], 2, ceil_mode=True))
+        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
+    fill = values[-1] / weights[-1].clamp_min(1e-8)
+    for v, wt in zip(reversed(values[:-1]), reversed(weights[:-1])):
+        up = F.interpolate(fill, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        alpha = wt.clamp(0, 1)  # fully known cells keep their own mean; empty ones take the coarse one
+        fill = alpha * (v / wt.clamp_min(1e-8)) + (1 - alpha) * up
+    return x * known + fill * (1 - known)
+
+
+def _inpaint_make(clean, gen):
+    mask = _hole_mask(clean, gen)
+    return smooth_fill(clean * (1 - mask), mask), mask
 
 
 def _inpaint_blind_make(clean, gen):
     """Holes as in ``inpaint`` but filled with uniform random values, and no mask for the network."""
-    damaged, mask = _inpaint_make(clean, gen)
+    mask = _hole_mask(clean, gen, scratches=False)  # as when chapter 4.2 was written
     fill = torch.rand(clean.shape, generator=gen, device=clean.device)
-    return damaged + fill * mask, None
+    return clean * (1 - mask) + fill * mask, None
 
 
 def _upscale_make(scale):
@@ -235,7 +269,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
             got = None if mask is None else np.asarray(mask).shape
             raise ValueError(f"inpainting needs a mask of the image's size {tuple(x.shape[-2:])}, got {got}")
         cond = torch.from_numpy(np.asarray(mask, dtype=np.float32).reshape(*x.shape[-2:]).copy())[None, None]
-        x = x * (1 - cond)
+        x = smooth_fill(x * (1 - cond), cond)
     elif task in ("upscale2", "upscale4"):
         scale = int(task[-1])
         x = upsample_bicubic(x, (x.shape[-2] * scale, x.shape[-1] * scale))

@@ -230,3 +230,18 @@ def test_block_mask_batch() -> None:
         C.block_mask_batch((48, 48))
     with pytest.raises(ValueError, match="fraction must be in"):
         C.block_mask_batch((2, 1, 48, 48), fraction=2)
+
+
+def test_scratch_mask_batch() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mask = C.scratch_mask_batch((6, 1, 40, 50), n_lines=2, width=(2.0, 4.0), generator=gen)
+    assert mask.shape == (6, 1, 40, 50) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    share = mask.mean(dim=(1, 2, 3))
+    assert (share > 0).all() and (share < 0.5).all()  # thin lines, not blobs
+    assert not torch.equal(mask[0], mask[1])
+    assert torch.equal(mask, C.scratch_mask_batch((6, 1, 40, 50), 2, (2.0, 4.0), torch.Generator().manual_seed(0)))
+    assert C.scratch_mask_batch((2, 8, 8), n_lines=0).sum() == 0
+    with pytest.raises(ValueError, match="0 < width low <= high"):
+        C.scratch_mask_batch((2, 8, 8), width=(3.0, 1.0))
+    with pytest.raises(ValueError, match="shape must be"):
+        C.scratch_mask_batch((8, 8))

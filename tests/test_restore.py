@@ -132,3 +132,33 @@ def test_deep_network_keeps_its_signal():
     x = torch.rand(2, 2, 32, 32)
     features = net.body[:-1](x)  # everything but the zero-initialised last convolution
     assert features.std() > 0.1 * x.std()
+
+
+def test_smooth_fill_keeps_known_pixels_and_fills_holes_smoothly():
+    from aebook.restore import smooth_fill
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    ramp = (0.3 * yy + 0.5 * xx).view(1, 1, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 20:36, 24:40] = 1  # a 16x16 hole
+    filled = smooth_fill(ramp * (1 - mask), mask)
+    assert torch.equal(filled[mask == 0], ramp[mask == 0])
+    assert (filled - ramp).abs()[mask == 1].max() < 0.08  # a smooth image is filled close to itself
+    assert (filled - ramp).abs()[mask == 1].mean() < 0.03
+    # the zero fill it replaces is far worse; an empty mask changes nothing; every pixel missing -> finite
+    assert ramp[mask == 1].abs().mean() > 0.3
+    assert torch.equal(smooth_fill(ramp, torch.zeros_like(mask)), ramp)
+    assert torch.isfinite(smooth_fill(ramp, torch.ones_like(mask))).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        smooth_fill(ramp, mask[..., :32])
+
+
+def test_inpainting_input_is_pre_filled():
+    spec = make_task("inpaint")
+    clean = load_photo("camera", gray=True)[:64, :64]
+    clean = torch.from_numpy(np.ascontiguousarray(clean)).view(1, 1, 64, 64).repeat(8, 1, 1, 1)
+    damaged, mask = spec.make(clean, torch.Generator().manual_seed(0))
+    assert torch.equal(damaged * (1 - mask), clean * (1 - mask))
+    holes = mask == 1
+    assert holes.any()
+    assert ((damaged - clean).abs()[holes].mean() < 0.5 * clean[holes].mean())  # not zeros: a fill near the truth
