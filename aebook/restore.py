@@ -314,8 +314,8 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(damaged, cond)
             out = out.float()
-            if task == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 at the
-                out = damaged * (1 - cond) + out * cond  # zeros the holes start from, which froze training
+            if task == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 outside
+                out = damaged * (1 - cond) + out * cond  # [0, 1] (zero-filled holes once froze training)
             loss = F.mse_loss(out, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -32,7 +32,8 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 2e-3  # peak rate; in very short runs (about 60 steps) the conv AE can stall at the mean
+    # image at 2e-3: compare_loops(n=2000, epochs=2, aebook_lr=2e-3) gave a held-out MSE of 0.052, vs 0.017 at 1e-3
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"

@@ -112,7 +112,8 @@ def test_blind_inpainting_task_hides_the_mask():
 
 
 def test_inpainting_training_leaves_the_identity():
-    # Regression: the holes start at 0, where clamp has zero gradient; training must still move the network.
+    # Regression: a clamp in the loss has zero gradient outside [0, 1] (it froze training when holes
+    # started at 0); training must move the network's last layer away from the identity.
     model, _ = train_restorer("inpaint", epochs=1, n_patches=32, patch_size=24, depth=3, width=4, progress=False)
     assert model.body[-1].weight.abs().max() > 0
     img = load_photo("camera", gray=True)[:32, :32]
