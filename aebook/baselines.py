@@ -77,12 +77,10 @@ def jpeg_roundtrip(img: np.ndarray, quality: int = 75) -> tuple[np.ndarray, floa
 
     if not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    arr = np.asarray(img)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
-    pil = Image.fromarray(np.clip(np.round(arr * 255), 0, 255).astype(np.uint8))
+    from aebook.imageio import to_uint8
+
+    arr = to_uint8(img)
+    pil = Image.fromarray(arr)
     buf = io.BytesIO()
     pil.save(buf, format="JPEG", quality=quality, optimize=True)
     bpp = 8 * buf.tell() / (arr.shape[0] * arr.shape[1])

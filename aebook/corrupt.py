@@ -146,17 +146,31 @@ def scratch_mask(shape: Sequence[int], n_lines: int = 5, width: float = 3.0, rng
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
     rng = np.random.default_rng(rng)
-    ends = rng.uniform(0.0, 1.0, size=(n_lines, 2, 2)) * np.array([h - 1, w - 1])
-    rows, cols = np.mgrid[0:h, 0:w]
-    pixels = np.stack([rows, cols], axis=-1).astype(np.float64)  # (H, W, 2)
-    mask = np.zeros((h, w), dtype=bool)
-    for a, b in ends:
-        ab = b - a
-        # Closest point of segment a-b to every pixel centre, as a fraction t along it.
-        t = np.clip(((pixels - a) @ ab) / max(ab @ ab, 1e-12), 0.0, 1.0)
-        dist = np.linalg.norm(pixels - a - t[..., None] * ab, axis=-1)
-        mask |= dist <= width / 2
-    return mask
+    ends = torch.from_numpy(rng.uniform(0.0, 1.0, size=(n_lines, 2, 2)) * np.array([h - 1, w - 1]))
+    pixels = _pixel_grid(h, w, torch.float64, "cpu")  # (H, W, 2)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for a, b in ends:  # one line at a time, so memory stays at one (H, W) plane
+        mask |= segment_distance(pixels, a, b - a) <= width / 2
+    return mask.numpy()
+
+
+def _pixel_grid(h: int, w: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """The ``(row, col)`` centre of every pixel, ``(H, W, 2)``."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack([rows, cols], dim=-1)
+
+
+def segment_distance(points: torch.Tensor, a: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance from ``points`` (``(..., 2)``) to the segment from ``a`` to ``a + ab``.
+
+    ``a`` and ``ab`` broadcast against ``points``; the result has the broadcast shape
+    without the last axis. The closest point of the segment sits at the fraction
+    ``t = clip((p - a) . ab / |ab|^2, 0, 1)`` along it (a zero-length segment is a point).
+    Shared by :func:`scratch_mask` and :func:`scratch_mask_batch`.
+    """
+    t = (((points - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    return (points - a - t.unsqueeze(-1) * ab).norm(dim=-1)
 
 
 def pixel_mask(shape: Sequence[int], fraction: float = 0.5, rng: Rng = None) -> np.ndarray:
@@ -358,10 +372,6 @@ def scratch_mask_batch(
     a = torch.rand(n, n_lines, 2, generator=generator, device=device) * size
     b = torch.rand(n, n_lines, 2, generator=generator, device=device) * size
     thick = width[0] + (width[1] - width[0]) * torch.rand(n, n_lines, generator=generator, device=device)
-    rows, cols = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                                torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-    pix = torch.stack([rows, cols], dim=-1).view(1, 1, h, w, 2)
-    a, ab = a.view(n, n_lines, 1, 1, 2), (b - a).view(n, n_lines, 1, 1, 2)
-    t = (((pix - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-    dist = (pix - a - t.unsqueeze(-1) * ab).norm(dim=-1)  # (N, L, H, W)
+    pix = _pixel_grid(h, w, torch.float32, device).view(1, 1, h, w, 2)
+    dist = segment_distance(pix, a.view(n, n_lines, 1, 1, 2), (b - a).view(n, n_lines, 1, 1, 2))  # (N, L, H, W)
     return (dist <= thick.view(n, n_lines, 1, 1) / 2).any(dim=1, keepdim=True).float()

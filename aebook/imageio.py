@@ -51,17 +51,13 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray) -> Path:
     from PIL import Image
 
     path = Path(path)
-    arr = np.asarray(img)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
+    arr = to_uint8(img)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image format for {path.name}: use .png or .jpg")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
-    pil = Image.fromarray(np.clip(np.round(arr * 255), 0, 255).astype(np.uint8))
+    pil = Image.fromarray(arr)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -82,11 +78,25 @@ def image_to_tensor(img: np.ndarray, channels: int | None = None, clip: bool = T
     ``channels`` (1 or 3) demands that mode; ``None`` takes either. Raises ``ValueError``
     naming the problem for a non-numeric array, a wrong shape, an empty image or NaN/inf.
     """
+    arr = check_image(img, channels)
+    t = torch.from_numpy(np.clip(arr, 0.0, 1.0) if clip else arr.copy())
+    return (t[None] if arr.ndim == 2 else t.permute(2, 0, 1))[None].contiguous()
+
+
+def check_image(img: np.ndarray, channels: int | None = None) -> np.ndarray:
+    """Validate an image array and return it as float32 ``(H, W)`` or ``(H, W, 3)``
+    (uint8 is scaled to [0, 1]; an ``(H, W, 1)`` array becomes ``(H, W)``; values are not clipped).
+
+    The one check behind :func:`image_to_tensor`, :func:`to_uint8`, :func:`write_image` and
+    :func:`aebook.baselines.jpeg_roundtrip`. ``channels`` (1 or 3) demands that mode; ``None``
+    takes either. Raises ``ValueError`` naming the problem for a non-numeric array, a wrong
+    shape, an empty image or NaN/inf.
+    """
     arr = np.asarray(img)
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
     arr = arr / 255.0 if arr.dtype == np.uint8 else arr
-    arr = arr.astype(np.float32)
+    arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     gray, colour = arr.ndim == 2, arr.ndim == 3 and arr.shape[2] == 3
@@ -98,8 +108,13 @@ def image_to_tensor(img: np.ndarray, channels: int | None = None, clip: bool = T
         raise ValueError(f"expected {want} image, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError("image contains NaN or infinite values")
-    t = torch.from_numpy(np.clip(arr, 0.0, 1.0) if clip else arr.copy())
-    return (t[None] if gray else t.permute(2, 0, 1))[None].contiguous()
+    return arr
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A checked image (see :func:`check_image`) as uint8 ``(H, W)`` or ``(H, W, 3)``: values in
+    [0, 1] are scaled by 255, rounded and clipped, as an 8-bit file stores them."""
+    return np.clip(np.round(check_image(img) * 255), 0, 255).astype(np.uint8)
 
 
 def tensor_to_image(x: torch.Tensor) -> np.ndarray:

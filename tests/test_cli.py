@@ -183,3 +183,25 @@ def test_image_tensor_round_trip():
         image_to_tensor(np.array([["a"]]))
     with pytest.raises(ValueError, match="NaN"):
         image_to_tensor(np.full((2, 2), np.nan))
+
+
+def test_one_image_check_for_files_tensors_and_jpeg(tmp_path):
+    import numpy as np
+    import pytest
+
+    from aebook.baselines import jpeg_roundtrip
+    from aebook.imageio import to_uint8, write_image
+
+    ramp = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    assert to_uint8(ramp).dtype == np.uint8 and to_uint8(ramp)[-1, -1] == 255 and to_uint8(ramp)[0, 0] == 0
+    assert np.array_equal(to_uint8(ramp[:, :, None]), to_uint8(ramp))  # (H, W, 1) is grayscale
+    assert np.array_equal(to_uint8(to_uint8(ramp)), to_uint8(ramp))  # uint8 passes through unchanged
+    assert to_uint8(ramp * 3 - 1).min() == 0 and to_uint8(ramp * 3 - 1).max() == 255  # clipped
+    # The same bad inputs get the same message everywhere, and no file is written.
+    for bad, message in [(np.zeros((4, 4, 4)), "got shape"), (np.full((4, 4), np.nan), "NaN"),
+                         (np.zeros((0, 4)), "got shape")]:
+        with pytest.raises(ValueError, match=message):
+            write_image(tmp_path / "bad.png", bad)
+        with pytest.raises(ValueError, match=message):
+            jpeg_roundtrip(bad)
+    assert not list(tmp_path.iterdir())

@@ -245,3 +245,16 @@ def test_scratch_mask_batch() -> None:
         C.scratch_mask_batch((2, 8, 8), width=(3.0, 1.0))
     with pytest.raises(ValueError, match="shape must be"):
         C.scratch_mask_batch((8, 8))
+
+
+def test_segment_distance_known_points() -> None:
+    a, ab = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 4.0])  # the segment (0, 0)-(0, 4)
+    points = torch.tensor([[3.0, 2.0],    # beside the middle: perpendicular distance 3
+                           [0.0, 7.0],    # beyond the end (0, 4): distance 3
+                           [-4.0, -3.0],  # before the start: distance 5 to (0, 0)
+                           [0.0, 1.5]])   # on the segment
+    torch.testing.assert_close(C.segment_distance(points, a, ab), torch.tensor([3.0, 3.0, 5.0, 0.0]))
+    # A zero-length segment is a point; broadcasting gives one plane per segment.
+    torch.testing.assert_close(C.segment_distance(points[:1], a, torch.zeros(2)), torch.tensor([13.0 ** 0.5]))
+    assert C.segment_distance(torch.zeros(5, 7, 2), torch.zeros(3, 1, 1, 2), torch.ones(3, 1, 1, 2)).shape == (3, 5, 7)
+
