@@ -239,8 +239,17 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
             out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
     return out
 
+def dihedral(x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 symmetries of the square applied to the last two axes of ``x``:
+    a left-right flip (if ``flip``) after ``k`` quarter turns, or its inverse."""
+    if inverse:
+        return torch.rot90(x.flip(-1) if flip else x, -k, dims=(-2, -1))
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
 def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: float | None = None,
-                  mask: np.ndarray | None = None, tile: int = 256) -> np.ndarray:
+                  mask: np.ndarray | None = None, tile: int = 256, ensemble: bool = False) -> np.ndarray:
     """Restore one image (float array in [0, 1]) with a trained network.
 
     ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
@@ -250,14 +259,19 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     The output keeps the input's mode: a grayscale model restores a colour
     image channel by channel; a colour model sees a grayscale image as three
     equal channels and returns their mean.
+
+    ``ensemble=True`` is the geometric self-ensemble (Lim et al., 2017, "EDSR+"):
+    the network restores the 8 rotated and flipped copies of the input, each
+    result is turned back and the 8 are averaged. Eight times the work for a
+    cleaner estimate; chapter 4.3 measures the gain.
     """
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:
-        return np.stack([restore_image(model, task, arr[:, :, i], sigma=sigma, mask=mask, tile=tile)
-                         for i in range(3)], axis=2)
+        return np.stack([restore_image(model, task, arr[:, :, i], sigma=sigma, mask=mask, tile=tile,
+                                       ensemble=ensemble) for i in range(3)], axis=2)
     if arr.ndim == 2 and model.channels == 3:
         return restore_image(model, task, np.repeat(arr[:, :, None], 3, axis=2), sigma=sigma, mask=mask,
-                             tile=tile).mean(axis=2)
+                             tile=tile, ensemble=ensemble).mean(axis=2)
     x = image_to_tensor(arr, clip=False)
     cond = None
     if task == "denoise":
@@ -275,7 +289,16 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
         x = upsample_bicubic(x, (x.shape[-2] * scale, x.shape[-1] * scale))
     elif task not in ("enhance", "inpaint_blind"):
         raise ValueError(f"unknown restoration task {task!r}: choose one of {', '.join(TASKS)}")
-    out = apply_tiled(model.eval(), x, cond, tile=tile)
+    model.eval()
+    if not ensemble:
+        out = apply_tiled(model, x, cond, tile=tile)
+    else:
+        out = torch.zeros_like(x)
+        for k in range(4):
+            for flip in (False, True):
+                c = None if cond is None else dihedral(cond, k, flip)
+                out += dihedral(apply_tiled(model, dihedral(x, k, flip), c, tile=tile), k, flip, inverse=True)
+        out /= 8
     if task == "inpaint":
         out = _keep_known(x, cond, out)
     return tensor_to_image(out)

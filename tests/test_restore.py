@@ -163,3 +163,41 @@ def test_inpainting_input_is_pre_filled():
     holes = mask == 1
     assert holes.any()
     assert ((damaged - clean).abs()[holes].mean() < 0.5 * clean[holes].mean())  # not zeros: a fill near the truth
+
+
+def test_dihedral_transforms_are_eight_distinct_invertible_symmetries():
+    from aebook.restore import dihedral
+
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    seen = set()
+    for k in range(4):
+        for flip in (False, True):
+            y = dihedral(x, k, flip)
+            assert torch.equal(dihedral(y, k, flip, inverse=True), x)
+            seen.add((tuple(y.shape), tuple(y.flatten().tolist())))
+    assert len(seen) == 8
+
+
+@pytest.mark.parametrize("task", ["denoise", "inpaint"])
+def test_self_ensemble_is_equivariant_where_the_network_is_not(task):
+    # A random (untrained) network does not commute with rotating the image; the
+    # 8-fold self-ensemble does, exactly, because it averages over all 8 symmetries.
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 1, depth=3, width=8)
+    torch.nn.init.normal_(model.body[-1].weight, std=0.1)
+    rng = np.random.default_rng(0)
+    img = rng.random((20, 28), dtype=np.float32)
+    mask = rng.random((20, 28)) < 0.3
+    kw = dict(sigma=25.0) if task == "denoise" else dict(mask=mask)
+    kw_rot = dict(sigma=25.0) if task == "denoise" else dict(mask=np.rot90(mask).copy())
+
+    def run(image, ensemble, **k):
+        return restore_image(model, task, image, ensemble=ensemble, **k)
+
+    rot = np.rot90(img).copy()
+    plain_gap = np.abs(run(rot, False, **kw_rot) - np.rot90(run(img, False, **kw))).max()
+    ens_gap = np.abs(run(rot, True, **kw_rot) - np.rot90(run(img, True, **kw))).max()
+    assert plain_gap > 1e-3 and ens_gap < 1e-5
+    # The untrained identity network stays the identity under the ensemble.
+    ident = ResidualCNN(1, 1, depth=3, width=8)
+    np.testing.assert_allclose(restore_image(ident, "denoise", img, sigma=25.0, ensemble=True), img, atol=1e-6)
