@@ -33,8 +33,8 @@ from aebook.pretrained import PRETRAINED_DIR
 #: 512 x 512 image is restored in well under a second on a laptop CPU.
 RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0)
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=4000, epochs=6)),
-    "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=12000, epochs=14)),
+    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14)),
+    "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
     "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
     "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=4)),
