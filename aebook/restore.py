@@ -239,6 +239,7 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
             out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
     return out
 
+
 def dihedral(x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torch.Tensor:
     """One of the 8 symmetries of the square applied to the last two axes of ``x``:
     a left-right flip (if ``flip``) after ``k`` quarter turns, or its inverse."""
@@ -263,7 +264,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     ``ensemble=True`` is the geometric self-ensemble (Lim et al., 2017, "EDSR+"):
     the network restores the 8 rotated and flipped copies of the input, each
     result is turned back and the 8 are averaged. Eight times the work for a
-    cleaner estimate; chapter 4.3 measures the gain.
+    cleaner estimate; chapters 4.2 and 4.3 measure the gain.
     """
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:
