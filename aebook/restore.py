@@ -307,11 +307,16 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
 
 def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
-                   seed: int = 0, device: str = "auto", progress: bool = True) -> tuple[ResidualCNN, list[float]]:
+                   seed: int = 0, device: str = "auto", progress: bool = True,
+                   init: str | None = None) -> tuple[ResidualCNN, list[float]]:
     """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
     Patches are held on the device; damage is drawn afresh for every batch.
+    ``init`` (a run folder, or a shipped model's name) warm-starts from those weights
+    instead of a random initialisation: they must be a restorer for the same ``task``
+    with the same ``depth`` and ``width`` (``ValueError`` otherwise). A second run with a
+    new ``seed`` then sees new patches and new damage: training continued in stages.
     """
     from tqdm.auto import tqdm
 
@@ -322,7 +327,16 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
-    model = ResidualCNN(spec.channels, spec.cond_channels, depth, width).to(dev)
+    model = ResidualCNN(spec.channels, spec.cond_channels, depth, width)
+    if init is not None:
+        from aebook.pretrained import resolve
+
+        start, start_task, _ = load_restorer(resolve(init))
+        if start_task != task or start.config != model.config:
+            raise ValueError(f"init {init!r} is a {start_task!r} restorer with {start.config}: it cannot "
+                             f"warm-start a {task!r} restorer with {model.config}")
+        model.load_state_dict(start.state_dict())
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = max(1, epochs * (-(-n_patches // batch_size)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 50)

@@ -5,6 +5,12 @@ This is *the* documented command behind every shipped model::
     python -m aebook.train_pretrained                  # every model in RECIPES
     python -m aebook.train_pretrained denoise inpaint  # some of them
     python -m aebook.train_pretrained denoise --set epochs=40 --device cuda   # longer, on a GPU
+    python -m aebook.train_pretrained denoise --init denoise --set seed=1 --set lr=5e-4   # continue
+
+``--init`` warm-starts a restorer from a run folder or a shipped model (continued
+training, for machines where one run cannot be long enough). The new manifest entry
+then records the starting weights' SHA-256 and, under ``init``, the entry that made
+them: the chain of commands that reproduces the shipped weights.
 
 Each recipe is a fixed set of keyword arguments for
 :func:`aebook.restore.train_restorer` or :func:`aebook.codec.train_codec`;
@@ -51,8 +57,13 @@ def _parse_value(text: str) -> Any:
 
 
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
-              root: Path = PRETRAINED_DIR, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest."""
+              root: Path = PRETRAINED_DIR, progress: bool = True, command: str | None = None,
+              init: str | None = None) -> dict[str, Any]:
+    """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest.
+
+    ``init`` (a run folder, or a model shipped under ``root``) warm-starts a restorer; the entry
+    records the starting weights' hash and how they were made.
+    """
     import torch
 
     from aebook.runtime import pick_device
@@ -66,14 +77,20 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
             raise ValueError(f"recipe {name!r} has no setting {key!r} (settings: {', '.join(kwargs)})")
         kwargs[key] = value
     dev = pick_device(device)
+    init_entry = _init_entry(init, root) if init is not None else None
+    if init is not None and kind != "restorer":
+        raise ValueError(f"--init warm-starts restorers only; {name!r} is a {kind}")
     start = time.perf_counter()
     if kind == "restorer":
         from aebook.restore import save_restorer, train_restorer
 
         task = kwargs.pop("task")
-        model, losses = train_restorer(task, device=str(dev), progress=progress, **kwargs)
+        init_dir = str(init_entry["run_dir"]) if init_entry else None
+        model, losses = train_restorer(task, device=str(dev), progress=progress, init=init_dir, **kwargs)
         elapsed = time.perf_counter() - start
         train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
+        if init_entry:
+            train_config["init_sha256"] = init_entry["sha256"]
         save_restorer(root / name, model.cpu(), task, losses, train_config)
         kwargs["task"] = task
     else:
@@ -89,8 +106,26 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     entry = {"path": name, "kind": kind, "sha256": sha256_file(root / name / WEIGHTS), "command": command,
              "settings": kwargs, "device": f"{dev.type}: {device_name}", "wall_minutes": round(elapsed / 60, 2),
              "threads": torch.get_num_threads()}
+    if init_entry:
+        entry["init"] = {k: v for k, v in init_entry.items() if k != "run_dir"}
     _update_manifest(root, name, entry)
     return entry
+
+
+def _init_entry(init: str, root: Path) -> dict[str, Any]:
+    """Where warm-starting weights come from: their run folder, SHA-256 and (for a shipped
+    model) its manifest entry, read *before* training overwrites it."""
+    from aebook.checkpoint import WEIGHTS, read_config, sha256_file
+    from aebook.pretrained import manifest, resolve
+
+    run_dir = resolve(init, root)
+    entries = manifest(root)
+    if init in entries:
+        return {**entries[init], "run_dir": run_dir}
+    train = read_config(run_dir).get("train", {})
+    return {"path": str(run_dir), "sha256": sha256_file(run_dir / WEIGHTS), "command": train.get("command"),
+            "settings": {k: v for k, v in train.items() if k not in ("command", "device", "wall_minutes")},
+            "run_dir": run_dir}
 
 
 def _update_manifest(root: Path, name: str, entry: dict[str, Any]) -> None:
@@ -110,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"models to train (default: all of {', '.join(RECIPES)})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, e.g. --set epochs=40 (applies to every named model)")
+    parser.add_argument("--init", default=None, metavar="NAME|RUN_DIR",
+                        help="warm-start restorers from these weights (a shipped model or a run folder)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--root", default=str(PRETRAINED_DIR), help="folder to write (default: the package's)")
@@ -134,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         command = "python -m aebook.train_pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in names:
-            entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip())
+            entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip(), args.init)
             print(json.dumps({"name": name, **entry}), flush=True)
     except (ValueError, FileNotFoundError) as err:
         print(f"train_pretrained: error: {err}", file=sys.stderr)

@@ -26,6 +26,9 @@ def test_manifest_lists_every_shipped_model_with_its_hash_and_command():
         config = json.loads((weights.parent / "config.json").read_text())
         assert config["weights_sha256"] == entry["sha256"], name
         total += weights.stat().st_size
+        if "init" in entry:  # warm-started: the entry says which weights it started from and how they were made
+            assert len(entry["init"]["sha256"]) == 64 and entry["init"]["sha256"] != entry["sha256"], name
+            assert entry["init"]["command"].startswith("python -m aebook.train_pretrained"), name
     assert total <= 20 * 2**20  # the issue's budget for all shipped weights
 
 
@@ -64,3 +67,52 @@ def test_cli_defaults_use_the_shipped_models(tmp_path, capsys):
     assert main(["decompress", str(tmp_path / "x.aeb"), str(tmp_path / "back.png")]) == 0
     assert read_image(tmp_path / "back.png").shape == (64, 80)
     capsys.readouterr()
+
+
+def _copy_denoise(tmp_path):
+    """A pretrained root holding only the shipped denoiser (and its manifest entry)."""
+    root = tmp_path / "pretrained"
+    root.mkdir()
+    shutil.copytree(pt.PRETRAINED_DIR / "denoise", root / "denoise")
+    (root / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": pt.manifest()["denoise"]}}))
+    return root
+
+
+def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, capsys):
+    from aebook.train_pretrained import main as train_main
+
+    root = _copy_denoise(tmp_path)
+    before = pt.manifest(root)["denoise"]
+    tiny = ["--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16", "--set", "seed=1",
+            "--root", str(root), "--quiet", "--threads", "1"]
+    # lr = 0: Adam changes nothing, so the saved weights must be exactly the starting ones.
+    assert train_main(["denoise", "--init", "denoise", "--set", "lr=0", *tiny]) == 0
+    entry = pt.manifest(root)["denoise"]
+    assert entry["init"]["sha256"] == before["sha256"] and entry["init"]["command"] == before["command"]
+    start, _, _ = aebook.pretrained("denoise")
+    again, _, config = aebook.pretrained("denoise", root=root)
+    assert config["train"]["init_sha256"] == before["sha256"]
+    for key, value in start.state_dict().items():
+        assert (again.state_dict()[key] == value).all(), key
+    # Without --init the same run starts from random weights and ends far from them.
+    assert train_main(["denoise", "--set", "lr=0", *tiny]) == 0
+    fresh, _, _ = aebook.pretrained("denoise", root=root)
+    assert "init" not in pt.manifest(root)["denoise"]
+    assert (fresh.state_dict()["body.0.weight"] - start.state_dict()["body.0.weight"]).abs().max() > 0.01
+    capsys.readouterr()
+
+
+def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
+    from aebook.train_pretrained import main as train_main
+
+    root = _copy_denoise(tmp_path)
+    manifest_before = (root / "MANIFEST.json").read_text()
+    args = ["--init", "denoise", "--root", str(root), "--quiet", "--set", "n_patches=8", "--set", "epochs=1"]
+    assert train_main(["upscale2", *args]) == 2
+    assert "cannot warm-start a 'upscale2' restorer" in capsys.readouterr().err
+    assert train_main(["codec", *args]) == 2
+    assert "warm-starts restorers only" in capsys.readouterr().err
+    assert train_main(["denoise", "--init", str(tmp_path / "nowhere"), "--root", str(root), "--quiet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert (root / "MANIFEST.json").read_text() == manifest_before
+    assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise"]
