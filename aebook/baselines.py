@@ -2,6 +2,8 @@
 
 - :class:`PCABaseline`: the best *linear* code of the same size (what a
   linear autoencoder learns, chapter 2.1).
+- :class:`BlockKLT`: the best linear transform of image *blocks* keeping ``k`` coefficients
+  (the Karhunen-Loève transform, which JPEG's DCT approximates; chapter 5.1).
 - :func:`jpeg_roundtrip`: JPEG (DCT + quantisation + Huffman coding) with Pillow.
 - :func:`interpolation_baseline`: keep a downsampled image, rebuild by bicubic interpolation.
 """
@@ -65,6 +67,55 @@ class PCABaseline:
     def components(self) -> np.ndarray:
         """Principal directions as rows, ``(latent_dim, C*H*W)``."""
         return self.pca.components_
+
+
+class BlockKLT:
+    """PCA of non-overlapping ``block x block`` tiles: keep ``k`` coefficients per tile.
+
+    The optimal *linear* block transform for mean squared error on its training tiles (the
+    Karhunen-Loève transform). A codec whose latent holds ``k`` numbers per 8x8 block can be
+    measured against it: without quantisation, this is how well a linear block code of the same
+    size does. Grayscale images only; edges that do not fill a tile are left out.
+    """
+
+    def __init__(self, k: int, block: int = 8) -> None:
+        if not 1 <= k <= block * block:
+            raise ValueError(f"k must be in [1, {block * block}] for {block}x{block} blocks, got {k}")
+        self.k, self.block = int(k), int(block)
+        self.mean: np.ndarray | None = None
+        self.basis: np.ndarray | None = None
+
+    def _tiles(self, img: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        img = np.asarray(img, dtype=np.float64)
+        if img.ndim != 2 or min(img.shape) < self.block:
+            raise ValueError(f"BlockKLT expects (H, W) grayscale images of at least {self.block}x{self.block}, "
+                             f"got shape {img.shape}")
+        b = self.block
+        h, w = img.shape[0] // b * b, img.shape[1] // b * b
+        return img[:h, :w].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b), (h, w)
+
+    def fit(self, images: list[np.ndarray]) -> "BlockKLT":
+        """Fit on the tiles of ``images``; returns ``self``."""
+        x = np.concatenate([self._tiles(img)[0] for img in images])
+        self.mean = x.mean(axis=0)
+        self.basis = np.linalg.svd(x - self.mean, full_matrices=False)[2][: self.k]
+        return self
+
+    def reconstruct(self, img: np.ndarray) -> np.ndarray:
+        """Project each tile onto the ``k`` components; returns the cropped ``(H', W')`` image in [0, 1]."""
+        if self.basis is None or self.mean is None:
+            raise ValueError("BlockKLT is not fitted: call fit(images) first")
+        tiles, (h, w) = self._tiles(img)
+        b = self.block
+        rec = (tiles - self.mean) @ self.basis.T @ self.basis + self.mean
+        return np.clip(rec.reshape(h // b, w // b, b, b).transpose(0, 2, 1, 3).reshape(h, w), 0, 1)
+
+    def psnr(self, img: np.ndarray) -> float:
+        """PSNR (dB) of :meth:`reconstruct` against ``img`` cropped the same way."""
+        from aebook.metrics import psnr
+
+        rec = self.reconstruct(img)
+        return psnr(np.asarray(img, dtype=np.float64)[: rec.shape[0], : rec.shape[1]], rec)
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int = 75) -> tuple[np.ndarray, float]:

@@ -66,6 +66,54 @@ def quality_step(quality: int) -> float:
     return QUALITY_STEPS[quality]
 
 
+class FactorizedPrior(nn.Module):
+    """A learned probability model of the latents, one density per channel (Ballé et al. 2018, appendix 6.1).
+
+    Each channel's cumulative distribution is ``c(x) = sigmoid(f(x))`` with ``f`` a small
+    monotone network (1 -> 3 -> 3 -> 3 -> 1: positive weights, and ``x + tanh(a) tanh(x)``
+    nonlinearities with ``|tanh(a)| < 1``), so ``c`` increases from 0 to 1 whatever the
+    parameters are. A latent quantised with step ``s`` then has probability
+    ``c(z + s/2) - c(z - s/2)``, and ``-log2`` of it is the number of bits an ideal entropy
+    coder spends on it: the rate term that replaces :meth:`ConvCodec.rate_proxy` when a codec
+    is built with ``entropy_model="factorized"``. One model serves every step, because the
+    step only sets the width of the bin.
+    """
+
+    def __init__(self, channels: int, filters: Sequence[int] = (3, 3, 3), init_scale: float = 10.0) -> None:
+        super().__init__()
+        dims = [1, *filters, 1]
+        scale = init_scale ** (1 / (len(dims) - 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i, (d_in, d_out) in enumerate(zip(dims, dims[1:])):
+            init = math.log(math.expm1(1 / scale / d_out))
+            self.matrices.append(nn.Parameter(torch.full((channels, d_out, d_in), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, d_out, 1) - 0.5))
+            if i < len(dims) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, d_out, 1)))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)`` for latents ``x`` of shape ``(N, C, H, W)``: the CDF's logits, same shape."""
+        n, c, h, w = x.shape
+        v = x.permute(1, 0, 2, 3).reshape(c, 1, -1)  # (C, 1, N H W)
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+            v = torch.matmul(F.softplus(m), v) + b
+            if i < len(self.factors):
+                v = v + torch.tanh(self.factors[i]) * torch.tanh(v)
+        return v.reshape(c, n, h, w).permute(1, 0, 2, 3)
+
+    def likelihood(self, x: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        """Probability of the quantisation bin ``[x - step/2, x + step/2]`` of each latent (at least 1e-9)."""
+        lower, upper = self.logits(x - step / 2), self.logits(x + step / 2)
+        sign = -torch.sign(lower + upper).detach()  # subtract in the tail where the difference is exact
+        return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs().clamp_min(1e-9)
+
+    def bits(self, x: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        """``-log2`` of :meth:`likelihood`: the ideal code length of each latent, in bits."""
+        return -torch.log2(self.likelihood(x, step))
+
+
 def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
     """Convolution with replicate padding: zero padding would tell the network where the
     border is, and a codec trained on small patches would then fail on large images."""
@@ -91,13 +139,18 @@ class ConvCodec(nn.Module):
     widths : sequence of int
         Feature channels of the three encoder stages (the decoder uses them reversed).
     lmbda : float
-        Weight of the rate proxy (bits per pixel) against the mean squared error.
+        Weight of the rate term (bits per pixel) against the mean squared error.
+    entropy_model : str
+        The rate term of training: ``"proxy"`` (:meth:`rate_proxy`, a fixed formula) or
+        ``"factorized"`` (a learned :class:`FactorizedPrior`: the ideal code length under a
+        per-channel density that trains with the codec). Files are Huffman-coded either way.
     """
 
     name = "convcodec"
+    ENTROPY_MODELS = ("proxy", "factorized")
 
     def __init__(self, channels: int = 1, latent_channels: int = 8,
-                 widths: Sequence[int] = (32, 48, 64), lmbda: float = 0.004) -> None:
+                 widths: Sequence[int] = (32, 48, 64), lmbda: float = 0.004, entropy_model: str = "proxy") -> None:
         super().__init__()
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -105,10 +158,16 @@ class ConvCodec(nn.Module):
         if len(widths) != 3 or min(widths) < 1 or latent_channels < 1 or lmbda < 0:
             raise ValueError(f"invalid codec settings: widths={widths}, latent_channels={latent_channels}, "
                              f"lmbda={lmbda}")
+        if entropy_model not in self.ENTROPY_MODELS:
+            raise ValueError(f"entropy_model must be one of {self.ENTROPY_MODELS}, got {entropy_model!r}")
         self.channels, self.latent_channels, self.lmbda = channels, int(latent_channels), float(lmbda)
+        self.entropy_model = entropy_model
         self.config: dict[str, Any] = {"model": self.name, "channels": channels,
                                        "latent_channels": self.latent_channels, "widths": widths,
                                        "lmbda": self.lmbda}
+        if entropy_model != "proxy":  # the shipped proxy codec's config (and model id) stay as they were
+            self.config["entropy_model"] = entropy_model
+        self.prior = FactorizedPrior(self.latent_channels) if entropy_model == "factorized" else None
         enc: list[nn.Module] = []
         c_in = channels
         for w in widths:  # H x W => H/2 x W/2, three times
@@ -176,8 +235,15 @@ class ConvCodec(nn.Module):
         """Differentiable estimate of the bits per pixel of each image: ``sum log2(1 + |z|/step) / pixels``."""
         return torch.log2(1 + z.abs() / step).flatten(1).sum(1) / pixels
 
+    def rate(self, z_noisy: torch.Tensor, z: torch.Tensor, step: float | torch.Tensor, pixels: int) -> torch.Tensor:
+        """The training rate term of each image in bits per pixel: :meth:`rate_proxy` of the clean
+        latents ``z``, or the learned prior's code length of the noisy ones ``z_noisy``."""
+        if self.prior is None:
+            return self.rate_proxy(z, step, pixels)
+        return self.prior.bits(z_noisy, step).flatten(1).sum(1) / pixels
+
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``MSE + lmbda * rate proxy``, each image with its own log-uniform random step.
+        """``MSE + lmbda * rate``, each image with its own log-uniform random step.
 
         The signature matches :func:`aebook.train.fit`. Returns the loss and detached
         statistics ``mse`` and ``bpp_proxy``.
@@ -187,9 +253,10 @@ class ConvCodec(nn.Module):
         u = torch.rand(len(inputs), 1, 1, 1, device=inputs.device)
         step = torch.exp(lo + (hi - lo) * u)
         z = self.encode(inputs).float()
-        recon = self.decode(self.quantise(z, step), inputs.shape[-2:])
+        z_noisy = self.quantise(z, step)
+        recon = self.decode(z_noisy, inputs.shape[-2:])
         mse = F.mse_loss(recon.float(), targets.float())
-        rate = self.rate_proxy(z, step, inputs.shape[-2] * inputs.shape[-1]).mean()
+        rate = self.rate(z_noisy, z, step, inputs.shape[-2] * inputs.shape[-1]).mean()
         return mse + self.lmbda * rate, {"mse": mse.detach(), "bpp_proxy": rate.detach()}
 
     @torch.no_grad()
@@ -304,13 +371,15 @@ def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cp
     def build(model: dict[str, Any]) -> ConvCodec:
         if model["model"] != ConvCodec.name:
             raise ValueError(f"{Path(run_dir) / CONFIG} describes a {model['model']!r} model, not a {ConvCodec.name}")
-        return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")})
+        return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")},
+                         entropy_model=model.get("entropy_model", "proxy"))
 
     return load_module(run_dir, build, device)  # type: ignore[return-value]
 
 def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, latent_channels: int = 8,
                 lmbda: float = 0.004, seed: int = 0, device: str = "auto", widths: Sequence[int] = (32, 48, 64),
-                batch_size: int = 8, lr: float = 2e-3, progress: bool = False) -> tuple[ConvCodec, Any]:
+                batch_size: int = 8, lr: float = 2e-3, progress: bool = False,
+                entropy_model: str = "proxy") -> tuple[ConvCodec, Any]:
     """Train a grayscale :class:`ConvCodec` on random patches of the training photos.
 
     Uses :func:`aebook.data.photo_patches` (``TRAIN_PHOTOS`` only, never the held-out
@@ -322,7 +391,7 @@ def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, l
 
     patches = photo_patches(n_patches, patch_size, gray=True, seed=seed)
     torch.manual_seed(seed)
-    codec = ConvCodec(1, latent_channels, widths, lmbda)
+    codec = ConvCodec(1, latent_channels, widths, lmbda, entropy_model)
     # amp=False: bfloat16 would round the latents more coarsely than the quantiser does.
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=False,
                          progress=progress)
@@ -345,6 +414,22 @@ def _curve(roundtrip, images: Sequence[np.ndarray], qualities: Sequence[int]) ->
         bpp, p, s = np.mean(rows, axis=0).tolist()
         curve.append({"quality": q, "bpp": bpp, "psnr": p, "ssim": s})
     return curve
+
+
+@torch.no_grad()
+def unquantised_psnr(codec: ConvCodec, images: Sequence[np.ndarray]) -> float:
+    """Mean PSNR of ``decode(encode(x))`` with *no* quantisation: the best any quality level,
+    entropy coder or file size could give with this transform (its ceiling)."""
+    from aebook.metrics import psnr
+
+    param = next(codec.parameters())
+    values = []
+    for img in images:
+        ref = np.asarray(img, dtype=np.float32)
+        x = image_to_tensor(ref, codec.channels).to(param.device, param.dtype)
+        out = codec.decode(codec.encode(x), ref.shape[:2])[0].float().cpu().clamp(0, 1).numpy()
+        values.append(psnr(ref, out[0] if codec.channels == 1 else out.transpose(1, 2, 0)))
+    return float(np.mean(values))
 
 
 def rate_distortion(codec: ConvCodec, images: Sequence[np.ndarray],

@@ -53,7 +53,7 @@ def epochs_for_budget(args: argparse.Namespace) -> int:
     from aebook.codec import ConvCodec
 
     trial = torch.rand(256, 1, args.patch_size, args.patch_size)
-    codec = ConvCodec(1, args.latent_channels, args.widths, args.lmbda)
+    codec = ConvCodec(1, args.latent_channels, args.widths, args.lmbda, args.entropy_model)
     cfg = TrainConfig(epochs=2, batch_size=args.batch_size, device=args.device, progress=False)
     start = time.perf_counter()
     per_patch = fit(codec, trial, cfg).seconds[-1] / len(trial)
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--latent-channels", type=int, default=8, help="latent channels (default: 8)")
     parser.add_argument("--widths", type=int, nargs=3, default=(32, 48, 64), help="stage widths (default: 32 48 64)")
     parser.add_argument("--lmbda", type=float, default=0.004, help="rate-proxy weight (default: 0.004)")
+    parser.add_argument("--entropy-model", choices=("proxy", "factorized"), default="proxy",
+                        help="training rate term: the fixed proxy or a learned factorized prior (default: proxy)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -109,9 +111,10 @@ def main() -> None:
         epochs = epochs_for_budget(args) if args.train_minutes else args.epochs
         start = time.perf_counter()
         codec, history = train_codec(args.n_patches, args.patch_size, epochs, args.latent_channels, args.lmbda,
-                                     args.seed, args.device, args.widths, args.batch_size, args.lr)
+                                     args.seed, args.device, args.widths, args.batch_size, args.lr,
+                                     entropy_model=args.entropy_model)
         seconds = time.perf_counter() - start
-        train = {"n_patches": args.n_patches, "patch_size": args.patch_size, "epochs": epochs,
+        train = {"entropy_model": args.entropy_model, "n_patches": args.n_patches, "patch_size": args.patch_size, "epochs": epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "seconds": round(seconds, 1),
                  "threads": torch.get_num_threads(), "final_mse": history.stats[-1]["mse"],
                  "final_bpp_proxy": history.stats[-1]["bpp_proxy"]}

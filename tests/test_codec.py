@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aebook.bitstream import AebFile
-from aebook.codec import (QUALITY_STEPS, ConvCodec, bits_per_pixel, codec_roundtrip, compress, decompress,
+from aebook.codec import (QUALITY_STEPS, ConvCodec, FactorizedPrior, bits_per_pixel, codec_roundtrip, compress, decompress,
                           jpeg_rate_distortion, load_codec, quality_step, rate_distortion, save_codec,
                           train_codec, value_at_bpp)
 from aebook.data import load_photo
@@ -140,6 +140,61 @@ def test_training_lowers_loss_and_more_quality_costs_more_bytes(trained, crop):
     curve = rate_distortion(codec, [crop, crop[:40, :50]], (1, 8))
     assert [p["quality"] for p in curve] == [1, 8] and curve[0]["bpp"] < curve[1]["bpp"]
     assert curve[0]["psnr"] < curve[1]["psnr"] and set(curve[0]) == {"quality", "step", "bpp", "psnr", "ssim"}
+
+
+def test_factorized_prior_is_a_distribution_over_bins_for_any_step_and_parameters():
+    torch.manual_seed(0)
+    prior = FactorizedPrior(3)
+    with torch.no_grad():  # any parameters must still give a valid distribution
+        for p in prior.parameters():
+            p.add_(torch.randn_like(p))
+    for step in (0.25, 1.0, 4.0):
+        centres = (torch.arange(-4000, 4001) * step).view(1, 1, -1, 1).expand(1, 3, -1, 1)
+        mass = prior.likelihood(centres, step).sum(dim=(0, 2, 3))
+        assert torch.allclose(mass, torch.ones(3), atol=1e-4), (step, mass)
+        cdf = torch.sigmoid(prior.logits(centres))
+        assert (cdf[0, :, 1:] >= cdf[0, :, :-1]).all()  # monotone
+    # wider bins are likelier, and the code length is -log2 of the probability
+    x = torch.randn(2, 3, 4, 5)
+    assert (prior.likelihood(x, 2.0) >= prior.likelihood(x, 0.5)).all()
+    assert torch.allclose(prior.bits(x, 1.0), -torch.log2(prior.likelihood(x, 1.0)))
+
+
+def test_factorized_codec_trains_its_prior_and_saves_it(tmp_path, crop):
+    torch.manual_seed(0)
+    codec, history = train_codec(n_patches=256, patch_size=32, epochs=2, seed=0, device="cpu", batch_size=16,
+                                 entropy_model="factorized", **TINY)
+    start = FactorizedPrior(TINY["latent_channels"])
+    assert not torch.equal(codec.prior.biases[0], start.biases[0])  # the prior learned
+    assert history.train_loss[-1] < history.train_loss[0]
+    # The learned rate is the code length under a proper distribution, so (Gibbs' inequality) it can
+    # never beat the empirical entropy of each channel's symbols.
+    from aebook.entropy import empirical_entropy
+
+    aeb = compress(crop, codec, 4)
+    step = torch.tensor(aeb.step)
+    z = torch.from_numpy(aeb.symbols.astype(np.float32))[None] * step
+    ideal = codec.prior.bits(z, step).sum().item()
+    floor = sum(empirical_entropy(ch) * ch.size for ch in aeb.symbols)
+    assert 0 < floor <= ideal + 1e-3
+    run = save_codec(tmp_path / "f", codec)
+    loaded, config = load_codec(run)
+    assert config["model"]["entropy_model"] == "factorized" and loaded.model_id == codec.model_id
+    assert np.array_equal(decompress(aeb, loaded), decompress(aeb, codec))
+    assert "entropy_model" not in tiny().config  # proxy codecs keep their old config and model id
+    with pytest.raises(ValueError, match="entropy_model must be one of"):
+        ConvCodec(entropy_model="hyperprior")
+
+
+def test_unquantised_psnr_is_the_ceiling_of_every_quality(trained, crop):
+    from aebook.codec import unquantised_psnr
+
+    codec, _ = trained
+    images = [crop, crop[:40, :50]]
+    ceiling = unquantised_psnr(codec, images)
+    curve = rate_distortion(codec, images, (1, 8))
+    assert curve[0]["psnr"] < curve[1]["psnr"] < ceiling + 0.05
+    assert unquantised_psnr(codec, [crop]) != unquantised_psnr(codec, [crop[:40, :50]])
 
 
 def test_jpeg_curve_and_interpolation(crop):

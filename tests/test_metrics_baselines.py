@@ -61,3 +61,22 @@ def test_jpeg_rate_grows_with_quality():
 def test_interpolation_baseline_improves_with_smaller_factor():
     img = torch.from_numpy(load_photo("camera", gray=True)[None, None, :64, :64].copy())
     assert psnr(img[0], interpolation_baseline(img, 2)[0]) > psnr(img[0], interpolation_baseline(img, 4)[0])
+
+
+def test_block_klt_keeps_more_with_more_coefficients_and_everything_with_all():
+    from aebook.baselines import BlockKLT
+    from aebook.data import load_photo
+
+    train = [load_photo(n, gray=True)[:160, :160] for n in ("camera", "astronaut")]
+    test = np.ascontiguousarray(load_photo("coffee", gray=True)[:100, :90])  # 90 is not a multiple of 8
+    scores = [BlockKLT(k).fit(train).psnr(test) for k in (1, 4, 16)]
+    assert scores[0] < scores[1] < scores[2]
+    full = BlockKLT(64).fit(train)
+    rec = full.reconstruct(test)
+    assert rec.shape == (96, 88) and np.allclose(rec, test[:96, :88], atol=1e-6)  # a complete basis loses nothing
+    with pytest.raises(ValueError, match="k must be in"):
+        BlockKLT(65)
+    with pytest.raises(ValueError, match="not fitted"):
+        BlockKLT(4).reconstruct(test)
+    with pytest.raises(ValueError, match="grayscale"):
+        full.reconstruct(np.zeros((16, 16, 3)))
