@@ -30,6 +30,23 @@ def manifest(root: Path | None = None) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path} is not a valid manifest ({type(err).__name__}: {err})") from None
 
 
+def lineage(name: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """The training stages behind a shipped model, oldest first.
+
+    A model trained from scratch has one stage, its manifest entry. One warm-started with
+    ``python -m aebook.train_pretrained NAME --init ...`` has its entry last, preceded by the
+    stages that made its starting weights (each entry's ``init``). Run the ``command`` of each
+    stage in order to retrain it; add up ``wall_minutes`` for its total training time.
+    """
+    entries = manifest(root)
+    if name not in entries:
+        raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(entries) or 'none'}")
+    stages = [entries[name]]
+    while isinstance(stages[0].get("init"), dict):
+        stages.insert(0, stages[0]["init"])
+    return stages
+
+
 def available(root: Path | None = None) -> list[str]:
     """Names of the shipped pretrained models."""
     return sorted(manifest(root))

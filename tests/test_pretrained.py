@@ -89,6 +89,8 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     assert train_main(["denoise", "--init", "denoise", "--set", "lr=0", *tiny]) == 0
     entry = pt.manifest(root)["denoise"]
     assert entry["init"]["sha256"] == before["sha256"] and entry["init"]["command"] == before["command"]
+    assert [s["sha256"] for s in pt.lineage("denoise", root)] == [*(s["sha256"] for s in pt.lineage("denoise")),
+                                                                  entry["sha256"]]
     start, _, _ = aebook.pretrained("denoise")
     again, _, config = aebook.pretrained("denoise", root=root)
     assert config["train"]["init_sha256"] == before["sha256"]
@@ -97,7 +99,9 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     # Without --init the same run starts from random weights and ends far from them.
     assert train_main(["denoise", "--set", "lr=0", *tiny]) == 0
     fresh, _, _ = aebook.pretrained("denoise", root=root)
-    assert "init" not in pt.manifest(root)["denoise"]
+    assert "init" not in pt.manifest(root)["denoise"] and len(pt.lineage("denoise", root)) == 1
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+        pt.lineage("nope", root)
     assert (fresh.state_dict()["body.0.weight"] - start.state_dict()["body.0.weight"]).abs().max() > 0.01
     capsys.readouterr()
 
