@@ -125,7 +125,7 @@ def _init_entry(init: str, root: Path) -> dict[str, Any]:
     train = read_config(run_dir).get("train", {})
     return {"path": str(run_dir), "sha256": sha256_file(run_dir / WEIGHTS), "command": train.get("command"),
             "settings": {k: v for k, v in train.items() if k not in ("command", "device", "wall_minutes")},
-            "run_dir": run_dir}
+            "device": train.get("device"), "wall_minutes": train.get("wall_minutes"), "run_dir": run_dir}
 
 
 def _update_manifest(root: Path, name: str, entry: dict[str, Any]) -> None:

@@ -96,6 +96,13 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     assert config["train"]["init_sha256"] == before["sha256"]
     for key, value in start.state_dict().items():
         assert (again.state_dict()[key] == value).all(), key
+    # A run folder works too; its config.json supplies the command, device and minutes.
+    run = tmp_path / "run"
+    shutil.copytree(root / "denoise", run)
+    assert train_main(["denoise", "--init", str(run), *tiny]) == 0
+    stage = pt.manifest(root)["denoise"]["init"]
+    assert stage["path"] == str(run) and stage["sha256"] == entry["sha256"] and stage["wall_minutes"] is not None
+    assert stage["command"] == entry["command"]
     # Without --init the same run starts from random weights and ends far from them.
     assert train_main(["denoise", "--set", "lr=0", *tiny]) == 0
     fresh, _, _ = aebook.pretrained("denoise", root=root)
