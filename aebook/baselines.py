@@ -82,33 +82,32 @@ class BlockKLT:
         if not 1 <= k <= block * block:
             raise ValueError(f"k must be in [1, {block * block}] for {block}x{block} blocks, got {k}")
         self.k, self.block = int(k), int(block)
-        self.mean: np.ndarray | None = None
-        self.basis: np.ndarray | None = None
+        self.pca: PCABaseline | None = None
 
-    def _tiles(self, img: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        img = np.asarray(img, dtype=np.float64)
+    def _tiles(self, img: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The image's whole tiles as a ``(n, 1, block, block)`` batch, and the cropped size they cover."""
+        img = np.asarray(img, dtype=np.float32)
         if img.ndim != 2 or min(img.shape) < self.block:
             raise ValueError(f"BlockKLT expects (H, W) grayscale images of at least {self.block}x{self.block}, "
                              f"got shape {img.shape}")
         b = self.block
         h, w = img.shape[0] // b * b, img.shape[1] // b * b
-        return img[:h, :w].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b), (h, w)
+        tiles = img[:h, :w].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, 1, b, b)
+        return torch.from_numpy(np.ascontiguousarray(tiles)), (h, w)
 
     def fit(self, images: list[np.ndarray]) -> "BlockKLT":
-        """Fit on the tiles of ``images``; returns ``self``."""
-        x = np.concatenate([self._tiles(img)[0] for img in images])
-        self.mean = x.mean(axis=0)
-        self.basis = np.linalg.svd(x - self.mean, full_matrices=False)[2][: self.k]
+        """Fit a :class:`PCABaseline` on the tiles of ``images``; returns ``self``."""
+        self.pca = PCABaseline(self.k).fit(torch.cat([self._tiles(img)[0] for img in images]))
         return self
 
     def reconstruct(self, img: np.ndarray) -> np.ndarray:
         """Project each tile onto the ``k`` components; returns the cropped ``(H', W')`` image in [0, 1]."""
-        if self.basis is None or self.mean is None:
+        if self.pca is None:
             raise ValueError("BlockKLT is not fitted: call fit(images) first")
         tiles, (h, w) = self._tiles(img)
         b = self.block
-        rec = (tiles - self.mean) @ self.basis.T @ self.basis + self.mean
-        return np.clip(rec.reshape(h // b, w // b, b, b).transpose(0, 2, 1, 3).reshape(h, w), 0, 1)
+        rec = self.pca.reconstruct(tiles).numpy()
+        return rec.reshape(h // b, w // b, b, b).transpose(0, 2, 1, 3).reshape(h, w)
 
     def psnr(self, img: np.ndarray) -> float:
         """PSNR (dB) of :meth:`reconstruct` against ``img`` cropped the same way."""
