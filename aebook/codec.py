@@ -49,7 +49,7 @@ from torch import nn
 
 from aebook.bitstream import MODES, AebFile
 from aebook.checkpoint import CONFIG, load_module, save_run
-from aebook.imageio import image_to_tensor
+from aebook.imageio import image_to_tensor, tensor_to_image
 
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
 #: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
@@ -327,11 +327,10 @@ def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = N
         raise ValueError(f"latents out of range: |symbol * step| exceeds {MAX_LATENT:g}")
     param = next(codec.parameters())
     z = torch.from_numpy(z.astype(np.float32))[None]
-    out = codec.decode(z.to(param.device, param.dtype), (aeb.height, aeb.width))[0].float().cpu()
+    out = codec.decode(z.to(param.device, param.dtype), (aeb.height, aeb.width))
     if not torch.isfinite(out).all():
         raise ValueError("latents out of range: the decoder overflows")
-    arr = out.clamp(0, 1).numpy()
-    return arr[0] if codec.channels == 1 else arr.transpose(1, 2, 0).copy()
+    return tensor_to_image(out)
 
 
 def bits_per_pixel(aeb: AebFile) -> float:
@@ -427,8 +426,7 @@ def unquantised_psnr(codec: ConvCodec, images: Sequence[np.ndarray]) -> float:
     for img in images:
         ref = np.asarray(img, dtype=np.float32)
         x = image_to_tensor(ref, codec.channels).to(param.device, param.dtype)
-        out = codec.decode(codec.encode(x), ref.shape[:2])[0].float().cpu().clamp(0, 1).numpy()
-        values.append(psnr(ref, out[0] if codec.channels == 1 else out.transpose(1, 2, 0)))
+        values.append(psnr(ref, tensor_to_image(codec.decode(codec.encode(x), ref.shape[:2]))))
     return float(np.mean(values))
 
 

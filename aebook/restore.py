@@ -27,6 +27,8 @@ memory stays bounded.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -308,7 +310,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
 def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
-                   init: str | None = None) -> tuple[ResidualCNN, list[float]]:
+                   init: str | None = None, minutes: float | None = None) -> tuple[ResidualCNN, list[float]]:
     """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
@@ -317,6 +319,11 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     instead of a random initialisation: they must be a restorer for the same ``task``
     with the same ``depth`` and ``width`` (``ValueError`` otherwise). A second run with a
     new ``seed`` then sees new patches and new damage: training continued in stages.
+
+    ``minutes`` gives training a wall-clock budget instead, for a machine whose speed is not
+    known in advance (a lent GPU): the learning rate follows the same cosine, but over the
+    elapsed fraction of the budget, and training stops when the budget is spent (``epochs``
+    is then only an upper bound). The result then depends on the machine's speed.
     """
     from tqdm.auto import tqdm
 
@@ -338,15 +345,25 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
         model.load_state_dict(start.state_dict())
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
     steps = max(1, epochs * (-(-n_patches // batch_size)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 50)
     gen = torch.Generator(device=dev).manual_seed(seed)
     use_amp = dev.type == "cuda"
     losses = []
+    start, budget = time.perf_counter(), None if minutes is None else 60.0 * minutes
     for _ in tqdm(range(epochs), desc=f"training {task}", disable=not progress):
         order = torch.randperm(n_patches, generator=gen, device=dev)
         total = torch.zeros((), device=dev)
+        seen = 0
         for i in range(0, n_patches, batch_size):
+            if budget is not None:  # the cosine over elapsed time; stop when the budget is spent
+                frac = (time.perf_counter() - start) / budget
+                if frac >= 1:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = lr / 50 + (lr - lr / 50) * (1 + math.cos(math.pi * frac)) / 2
             target = clean[order[i : i + batch_size]]
             damaged, cond = spec.make(target, gen)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -358,9 +375,14 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if budget is None:
+                sched.step()
             total += loss.detach() * len(target)
-        losses.append(total.item() / n_patches)
+            seen += len(target)
+        if seen:
+            losses.append(total.item() / seen)
+        if budget is not None and time.perf_counter() - start >= budget:
+            break
     return model.eval(), losses
 
 

@@ -6,6 +6,11 @@ This is *the* documented command behind every shipped model::
     python -m aebook.train_pretrained denoise inpaint  # some of them
     python -m aebook.train_pretrained denoise --set epochs=40 --device cuda   # longer, on a GPU
     python -m aebook.train_pretrained denoise --init denoise --set seed=1 --set lr=5e-4   # continue
+    python -m aebook.train_pretrained denoise --init denoise --minutes 5 --set epochs=1000 --device cuda
+
+``--minutes`` gives a restorer a wall-clock budget instead of a fixed number of epochs (the
+learning-rate cosine runs over elapsed time; ``epochs`` becomes an upper bound): for a lent
+GPU whose speed is not known in advance. The budget is recorded in the settings.
 
 ``--init`` warm-starts a restorer from a run folder or a shipped model (continued
 training, for machines where one run cannot be long enough). The new manifest entry
@@ -58,7 +63,7 @@ def _parse_value(text: str) -> Any:
 
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
               root: Path = PRETRAINED_DIR, progress: bool = True, command: str | None = None,
-              init: str | None = None) -> dict[str, Any]:
+              init: str | None = None, minutes: float | None = None) -> dict[str, Any]:
     """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest.
 
     ``init`` (a run folder, or a model shipped under ``root``) warm-starts a restorer; the entry
@@ -80,12 +85,18 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     init_entry = _init_entry(init, root) if init is not None else None
     if init is not None and kind != "restorer":
         raise ValueError(f"--init warm-starts restorers only; {name!r} is a {kind}")
+    if minutes is not None and kind != "restorer":
+        raise ValueError(f"--minutes budgets restorers only; {name!r} is a {kind}")
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"--minutes must be positive, got {minutes}")
     start = time.perf_counter()
     if kind == "restorer":
         from aebook.restore import save_restorer, train_restorer
 
         task = kwargs.pop("task")
         init_dir = str(init_entry["run_dir"]) if init_entry else None
+        if minutes is not None:
+            kwargs["minutes"] = minutes
         model, losses = train_restorer(task, device=str(dev), progress=progress, init=init_dir, **kwargs)
         elapsed = time.perf_counter() - start
         train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
@@ -147,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override a recipe setting, e.g. --set epochs=40 (applies to every named model)")
     parser.add_argument("--init", default=None, metavar="NAME|RUN_DIR",
                         help="warm-start restorers from these weights (a shipped model or a run folder)")
+    parser.add_argument("--minutes", type=float, default=None, metavar="M",
+                        help="restorers: train for M wall-clock minutes (the lr cosine runs over time; "
+                             "epochs becomes an upper bound)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--root", default=str(PRETRAINED_DIR), help="folder to write (default: the package's)")
@@ -171,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         command = "python -m aebook.train_pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in names:
-            entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip(), args.init)
+            entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip(), args.init,
+                              args.minutes)
             print(json.dumps({"name": name, **entry}), flush=True)
     except (ValueError, FileNotFoundError) as err:
         print(f"train_pretrained: error: {err}", file=sys.stderr)

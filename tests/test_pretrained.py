@@ -127,3 +127,32 @@ def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert (root / "MANIFEST.json").read_text() == manifest_before
     assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise"]
+
+
+def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
+    import time
+
+    from aebook.restore import train_restorer
+    from aebook.train_pretrained import main as train_main
+
+    tiny = dict(n_patches=16, patch_size=16, depth=3, width=8, batch_size=8, device="cpu", progress=False)
+    start = time.perf_counter()
+    model, losses = train_restorer("denoise", epochs=10**6, minutes=0.02, **tiny)  # a 1.2 s budget
+    assert time.perf_counter() - start < 30  # stopped by the budget, not by 10^6 epochs
+    assert 1 <= len(losses) < 10**6 and all(np.isfinite(losses))
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        train_restorer("denoise", minutes=0, **tiny)
+
+    root = _copy_denoise(tmp_path)
+    args = ["--root", str(root), "--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "patch_size=16"]
+    assert train_main(["denoise", "--init", "denoise", "--minutes", "0.01", "--set", "epochs=100000", *args]) == 0
+    entry = pt.manifest(root)["denoise"]
+    assert entry["settings"]["minutes"] == 0.01 and entry["settings"]["epochs"] == 100000
+    assert entry["wall_minutes"] < 1
+    assert aebook.pretrained("denoise", root=root)[2]["train"]["minutes"] == 0.01
+    manifest_before = (root / "MANIFEST.json").read_text()
+    assert train_main(["codec", "--minutes", "1", *args]) == 2
+    assert "budgets restorers only" in capsys.readouterr().err
+    assert train_main(["denoise", "--minutes", "-1", *args]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    assert (root / "MANIFEST.json").read_text() == manifest_before

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU work of the book in one command, for a machine with a GPU lent for a few minutes.
+#
+#   1. benchmarks/throughput.py on the GPU, twice: both loops at batch 64 (the same steps),
+#      then aebook's loop at a large batch (THROUGHPUT_BATCH) with a scaled learning rate;
+#      each compares against the textbook loop in the same run (chapter 5.1's >= 5x goal).
+#   2. The shipped denoiser trained further on the GPU for DENOISE_MINUTES wall-clock minutes
+#      (python -m aebook.train_pretrained denoise --init denoise --minutes ...): the next stage
+#      of its lineage (chapter 4.3's goal against BM3D).
+#   3. A codec with more latent channels and a learned entropy model, trained for
+#      CODEC_MINUTES and measured against JPEG on the held-out photos (benchmarks/codec_rd.py).
+#
+# Everything lands in $OUT (at most 8 files): log.txt, throughput.jsonl, denoise/ (a run
+# folder to copy into aebook/pretrained/denoise), MANIFEST.json (the package manifest with
+# the new denoise entry) and codec.tar (the codec run folder) with codec_rd.json.
+# Each step has its own time limit and a failed step does not stop the next ones.
+#
+# Usage (from the repository root; a GPU machine needs no install when PyTorch, scikit-image,
+# scikit-learn, safetensors and tqdm are there):
+#     OUT=/tmp/gpu bash benchmarks/gpu_session.sh
+# A dry run of the same steps on a CPU, in about two minutes:
+#     OUT=/tmp/gpu DEVICE=cpu N_THROUGHPUT=512 THROUGHPUT_EPOCHS=1 DENOISE_MINUTES=0.2 \
+#         N_PATCHES=512 CODEC_MINUTES=0.3 CODEC_PATCHES=256 bash benchmarks/gpu_session.sh
+set -uo pipefail
+
+OUT=${OUT:-/tmp/gpu_session}
+DEVICE=${DEVICE:-cuda}
+N_THROUGHPUT=${N_THROUGHPUT:-60000}
+THROUGHPUT_EPOCHS=${THROUGHPUT_EPOCHS:-3}
+THROUGHPUT_BATCH=${THROUGHPUT_BATCH:-512}
+DENOISE_MINUTES=${DENOISE_MINUTES:-4}
+N_PATCHES=${N_PATCHES:-200000}
+DENOISE_BATCH=${DENOISE_BATCH:-128}
+DENOISE_SEED=${DENOISE_SEED:-3}
+CODEC_MINUTES=${CODEC_MINUTES:-2}
+CODEC_PATCHES=${CODEC_PATCHES:-40000}
+CODEC_CHANNELS=${CODEC_CHANNELS:-24}
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/log.txt") 2>&1
+start=$(date +%s)
+step() { echo; echo "=== $(( $(date +%s) - start )) s: $*"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+
+compile=""; [ "$DEVICE" = cuda ] && compile="--compile"
+step "throughput, both loops at batch 64"
+timeout 240 $PY benchmarks/throughput.py --device "$DEVICE" --n "$N_THROUGHPUT" --epochs "$THROUGHPUT_EPOCHS" \
+    --width 32 $compile --json | tee "$OUT/throughput_64.log"
+tail -n 1 "$OUT/throughput_64.log" >> "$OUT/throughput.jsonl"
+step "throughput, aebook's loop at batch $THROUGHPUT_BATCH"
+timeout 240 $PY benchmarks/throughput.py --device "$DEVICE" --n "$N_THROUGHPUT" --epochs "$THROUGHPUT_EPOCHS" \
+    --width 32 $compile --aebook-batch-size "$THROUGHPUT_BATCH" --aebook-lr 3e-3 --json | tee "$OUT/throughput_big.log"
+tail -n 1 "$OUT/throughput_big.log" >> "$OUT/throughput.jsonl"
+rm -f "$OUT/throughput_64.log" "$OUT/throughput_big.log"  # their text is in log.txt
+
+step "denoise: continue the shipped weights for $DENOISE_MINUTES min"
+root=$(mktemp -d)
+cp -r aebook/pretrained/. "$root/"
+timeout $(( ${DENOISE_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained denoise --init denoise --root "$root" \
+    --minutes "$DENOISE_MINUTES" --device "$DEVICE" --quiet --set epochs=100000 --set n_patches="$N_PATCHES" \
+    --set batch_size="$DENOISE_BATCH" --set seed="$DENOISE_SEED" --set lr=5e-4 \
+  && mkdir -p "$OUT/denoise" && cp "$root"/denoise/* "$OUT/denoise/" && cp "$root/MANIFEST.json" "$OUT/"
+
+step "codec: $CODEC_CHANNELS latent channels, factorized prior, $CODEC_MINUTES min"
+codec=$(mktemp -d)/codec
+timeout $(( ${CODEC_MINUTES%.*} * 60 + 180 )) $PY benchmarks/codec_rd.py --device "$DEVICE" \
+    --train-minutes "$CODEC_MINUTES" --n-patches "$CODEC_PATCHES" --batch-size 32 \
+    --latent-channels "$CODEC_CHANNELS" --entropy-model factorized --lmbda 0.002 --save "$codec" --json \
+    | tee "$OUT/codec_rd.log"
+tail -n 1 "$OUT/codec_rd.log" > "$OUT/codec_rd.json" && rm -f "$OUT/codec_rd.log"
+[ -d "$codec" ] && tar -C "$(dirname "$codec")" -cf "$OUT/codec.tar" codec
+
+step "done"
+ls -l "$OUT" "$OUT/denoise" 2>/dev/null
