@@ -325,6 +325,8 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     elapsed fraction of the budget, and training stops when the budget is spent (``epochs``
     is then only an upper bound). The result then depends on the machine's speed.
     """
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
     from tqdm.auto import tqdm
 
     from aebook.data import photo_patches
@@ -345,8 +347,6 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
         model.load_state_dict(start.state_dict())
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    if minutes is not None and not minutes > 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
     steps = max(1, epochs * (-(-n_patches // batch_size)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 50)
     gen = torch.Generator(device=dev).manual_seed(seed)
