@@ -159,9 +159,10 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
 
 def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
                 lr: float = 1e-3, compile: bool = False, channels_last: bool = True,
-                schedule: str = "constant") -> LoopResult:
+                schedule: str = "constant", cuda_graph: bool = False) -> LoopResult:
     """:func:`aebook.train.fit`: data held on the device, bfloat16 autocast on CUDA, optional
-    ``torch.compile`` and channels-last memory layout. ``final_loss`` as in :func:`textbook_loop`.
+    ``torch.compile`` or CUDA-graph capture of the step (``cuda_graph``, CUDA only) and
+    channels-last memory layout. ``final_loss`` as in :func:`textbook_loop`.
 
     The defaults (Adam at a constant 1e-3, no weight decay) are the textbook loop's, so that a
     comparison measures the data path and nothing else; ``schedule="cosine"`` gives ``fit``'s own
@@ -172,7 +173,7 @@ def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size:
         model = model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), compile=compile,
-                      schedule=schedule, progress=False)
+                      cuda_graph=cuda_graph, schedule=schedule, progress=False)
     start = time.perf_counter()
     history = fit(model, data, cfg)
     _sync(device)
@@ -181,7 +182,8 @@ def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size:
 
 def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch.device | str = "cpu",
                   batch_size: int = 64, aebook_batch_size: int = 64, aebook_lr: float = 1e-3,
-                  compile: bool = False, channels_last: bool = True, seed: int = 0) -> dict[str, Any]:
+                  compile: bool = False, channels_last: bool = True, seed: int = 0,
+                  cuda_graph: bool = False) -> dict[str, Any]:
     """Train the same conv autoencoder (latent 16) on the same ``n`` 28x28 photo patches
     with both loops, then measure both models with the same held-out loss.
 
@@ -189,13 +191,15 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     ``*_final_loss`` (last training epoch) and ``*_eval_loss`` (MSE of the trained model on
     the same 512 patches that neither trained on), ``train_gflop_per_image``,
     ``peak_gflop_s`` (a matrix product on the same device, same run) and
-    ``aebook_fraction_of_peak``.
+    ``aebook_fraction_of_peak``, and the settings of aebook's loop (``aebook_batch_size``,
+    ``aebook_lr``, ``compile``, ``cuda_graph``, ``channels_last``).
     """
     from aebook.data import photo_patches
-    from aebook.train import evaluate_loss
+    from aebook.train import TrainConfig, evaluate_loss
 
     if n < 1 or epochs < 1:
         raise ValueError(f"need n >= 1 and epochs >= 1, got n={n}, epochs={epochs}")
+    TrainConfig(batch_size=aebook_batch_size, lr=aebook_lr, compile=compile, cuda_graph=cuda_graph)  # fail early
     device = torch.device(device)
     patches = photo_patches(n + 512, size=28, gray=True, seed=seed)
     images = (patches[:, 0].numpy() * 255).round().astype(np.uint8)
@@ -203,6 +207,8 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     held = torch.from_numpy(images[n:]).float().div(255).unsqueeze(1)
     results: dict[str, Any] = {
         "device": str(device), "torch": torch.__version__, "n": n, "epochs": epochs, "width": width,
+        "batch_size": batch_size, "aebook_batch_size": aebook_batch_size, "aebook_lr": aebook_lr,
+        "compile": compile, "cuda_graph": cuda_graph, "channels_last": channels_last,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)"}
     models = {}
@@ -213,7 +219,8 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
         base = textbook_loop(models["baseline"], Path(tmp), epochs, batch_size, device)
     torch.manual_seed(seed)
     models["aebook"] = build_model("conv", (1, 28, 28), 16, width=width)
-    ours = aebook_loop(models["aebook"], data, epochs, aebook_batch_size, device, aebook_lr, compile, channels_last)
+    ours = aebook_loop(models["aebook"], data, epochs, aebook_batch_size, device, aebook_lr, compile, channels_last,
+                       cuda_graph=cuda_graph)
     for name, res in (("baseline", base), ("aebook", ours)):
         results.update({f"{name}_img_s": res.images_per_second, f"{name}_seconds": res.seconds,
                         f"{name}_final_loss": res.final_loss,

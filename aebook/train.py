@@ -3,8 +3,9 @@
 What it does that the textbook loop doesn't: the data is held on the
 training device as one tensor and shuffled there (no ``DataLoader``, no
 per-batch copies), mixed precision (bfloat16 autocast) on CUDA, optional
-``torch.compile``, a warm-up + cosine learning-rate schedule, a ``tqdm.auto`` progress
-bar and a loss history.
+``torch.compile`` or CUDA-graph capture of the whole step (:class:`CudaGraphStep`),
+a warm-up + cosine learning-rate schedule, a ``tqdm.auto`` progress bar and a
+loss history.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast, used on CUDA only
     compile: bool = False
+    cuda_graph: bool = False  # capture the training step as a CUDA graph (CUDA only, ignored elsewhere)
     grad_clip: float | None = None  # clip the gradient norm to this value (off by default)
     schedule: str = "cosine"  # "cosine" (warm-up + cosine decay) or "constant" learning rate
     progress: bool = True
@@ -47,6 +49,9 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"invalid training settings: epochs={self.epochs}, "
                              f"batch_size={self.batch_size}, lr={self.lr}")
+        if self.compile and self.cuda_graph:
+            raise ValueError("choose compile or cuda_graph, not both (torch.compile has its own "
+                             "CUDA-graph mode)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
@@ -100,6 +105,51 @@ def evaluate_loss(model: Autoencoder, data: torch.Tensor, batch_size: int = 512,
     return total / max(count, 1)
 
 
+class CudaGraphStep:
+    """A training step captured once as a CUDA graph and replayed for every full batch.
+
+    ``step(batch)`` runs one whole step (forward, loss, backward, optimiser) and returns
+    its outputs. Each kernel launch costs the CPU a few microseconds, and a small model at
+    a small batch is then limited by the CPU's launches, not by the GPU: replaying a graph
+    launches the whole step at once. This is PyTorch's "whole network capture"
+    (``torch.cuda.graph``): the first ``warmup`` steps run eagerly on a side stream, the
+    next is captured on a copy of its batch held in a fixed buffer, then each step copies
+    its batch into that buffer and replays. Batches of another shape (the last, partial
+    batch of an epoch) run eagerly. The optimiser must be built with ``capturable=True``.
+
+    The returned outputs of a replay are the graph's own tensors, overwritten by the next
+    replay: read them (or queue work on them) before the next call.
+    """
+
+    def __init__(self, step: Callable[[torch.Tensor], object], example: torch.Tensor, warmup: int = 3):
+        if example.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA tensor, got one on {example.device}")
+        self.step, self.warmup, self.calls = step, warmup, 0
+        self.static = torch.empty_like(example)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.out: object = None
+
+    def __call__(self, batch: torch.Tensor) -> object:
+        if batch.shape != self.static.shape:
+            return self.step(batch)
+        if self.graph is None and self.calls < self.warmup:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(batch)
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()  # a few warm-up steps: no cross-stream reuse of their memory
+            return out
+        self.static.copy_(batch)
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):  # records the step; nothing runs yet
+                self.out = self.step(self.static)
+        self.graph.replay()
+        return self.out
+
+
 def fit(
     model: Autoencoder,
     train: torch.Tensor,
@@ -119,7 +169,10 @@ def fit(
         :class:`TrainConfig` (defaults if omitted).
     corrupt
         Optional damage applied to each input batch on the device (denoising
-        and inpainting autoencoders learn ``corrupt(x) -> x``).
+        and inpainting autoencoders learn ``corrupt(x) -> x``). With
+        ``config.cuda_graph`` it is captured with the step, so it must draw its
+        randomness on the device (``torch.randn_like``, ``torch.rand``), which
+        a replay renews; randomness drawn on the host would be frozen.
 
     Returns
     -------
@@ -134,30 +187,48 @@ def fit(
     model.to(device).train()
     train = train.to(device)
     val = val.to(device) if val is not None else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * -(-len(train) // config.batch_size))
     factor = warmup_cosine(steps) if config.schedule == "cosine" else (lambda step: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    graphed = config.cuda_graph and device.type == "cuda"
+    if graphed:  # a captured step reads its learning rate from this tensor, which the loop sets in place
+        lr_tensor = torch.tensor(config.lr * factor(0), device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr_tensor, weight_decay=config.weight_decay,
+                                      capturable=True)
+        scheduler = None
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     loss_fn = torch.compile(model.loss) if config.compile else model.loss
     use_amp = config.amp and device.type == "cuda"
+
+    def step(target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = corrupt(target) if corrupt else target
+        # autocast's weight cache cannot outlive a graph capture
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=not graphed):
+            loss, stats = loss_fn(inputs, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        return loss.detach(), stats
+
+    run_step = CudaGraphStep(step, train[: min(config.batch_size, len(train))]) if graphed else step
     history = History()
+    done = 0  # optimiser steps taken
     bar = tqdm(range(config.epochs), desc=f"training {model.name}", disable=not config.progress)
     for _ in bar:
         start = time.perf_counter()
         total = torch.zeros((), device=device)
         sums: dict[str, torch.Tensor] = {}
         for idx in _batches(len(train), config.batch_size, generator, device):
-            target = train[idx]
-            inputs = corrupt(target) if corrupt else target
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, stats = loss_fn(inputs, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += loss.detach() * len(idx)
+            loss, stats = run_step(train[idx])
+            done += 1
+            if scheduler is not None:
+                scheduler.step()
+            else:
+                lr_tensor.fill_(config.lr * factor(done))  # what LambdaLR would set, without a host sync
+            total += loss * len(idx)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v * len(idx)
         history.train_loss.append(total.item() / len(train))

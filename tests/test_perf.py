@@ -71,6 +71,7 @@ def test_compare_loops_reports_both_loops() -> None:
         assert r[key] > 0
     assert r["speedup"] == pytest.approx(r["aebook_img_s"] / r["baseline_img_s"])
     assert 0 < r["aebook_fraction_of_peak"] < 10
+    assert (r["aebook_batch_size"], r["aebook_lr"], r["compile"], r["cuda_graph"]) == (64, 1e-3, False, False)
     with pytest.raises(ValueError, match="epochs"):
         compare_loops(n=8, epochs=0)
 
@@ -83,6 +84,9 @@ def test_throughput_script_prints_json_last() -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "nonsense"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "error" in bad.stderr
+    both = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--n", "64", "--compile",
+                           "--cuda-graph"], capture_output=True, text=True)
+    assert both.returncode == 2 and "choose compile or cuda_graph, not both" in both.stderr
 
 
 def test_decoder_sweep_model_changes_only_the_decoder() -> None:
