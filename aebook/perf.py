@@ -190,7 +190,8 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, each loop's
     ``*_final_loss`` (last training epoch) and ``*_eval_loss`` (MSE of the trained model on
     the same 512 patches that neither trained on), ``train_gflop_per_image``,
-    ``peak_gflop_s`` (a matrix product on the same device, same run) and
+    ``peak_gflop_s`` (a matrix product on the same device, same run, in ``peak_dtype``:
+    bfloat16 on CUDA, where aebook's loop computes in bfloat16, else float32) and
     ``aebook_fraction_of_peak``, and the settings of aebook's loop (``aebook_batch_size``,
     ``aebook_lr``, ``compile``, ``cuda_graph``, ``channels_last``).
     """
@@ -227,8 +228,12 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
                         f"{name}_eval_loss": evaluate_loss(models[name].float().to(device), held)})
     results["speedup"] = results["aebook_img_s"] / results["baseline_img_s"]
     flops = training_flops_per_image(build_model("conv", (1, 28, 28), 16, width=width), (1, 28, 28))
-    peak = peak_flops(device, size=2048 if device.type == "cuda" else 1024)
+    # the peak in the precision aebook's loop computes in: bfloat16 under autocast on CUDA (a
+    # float32 product there runs on the GPU's slower float32 units), float32 elsewhere
+    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = peak_flops(device, size=8192 if device.type == "cuda" else 1024, dtype=peak_dtype)
     results.update(train_gflop_per_image=flops / 1e9, peak_gflop_s=peak / 1e9,
+                   peak_dtype=str(peak_dtype).removeprefix("torch."),
                    aebook_fraction_of_peak=results["aebook_img_s"] * flops / peak,
                    baseline_fraction_of_peak=results["baseline_img_s"] * flops / peak)
     return results

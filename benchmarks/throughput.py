@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{results[name + '_fraction_of_peak']:8.1%}")
     print(f"speed-up: {results['speedup']:.2f}x on {results['device_name']}; "
           f"{results['train_gflop_per_image']:.3f} GFLOP per training image, "
-          f"measured peak {results['peak_gflop_s']:.1f} GFLOP/s")
+          f"measured peak {results['peak_gflop_s']:.1f} GFLOP/s ({results['peak_dtype']})")
     if args.json:
         print(json.dumps(results))
     return 0

@@ -72,6 +72,7 @@ def test_compare_loops_reports_both_loops() -> None:
     assert r["speedup"] == pytest.approx(r["aebook_img_s"] / r["baseline_img_s"])
     assert 0 < r["aebook_fraction_of_peak"] < 10
     assert (r["aebook_batch_size"], r["aebook_lr"], r["compile"], r["cuda_graph"]) == (64, 1e-3, False, False)
+    assert r["peak_dtype"] == "float32"  # on a CPU; bfloat16 on CUDA, as aebook's loop computes there
     with pytest.raises(ValueError, match="epochs"):
         compare_loops(n=8, epochs=0)
 
