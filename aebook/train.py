@@ -190,14 +190,11 @@ def fit(
     steps = max(1, config.epochs * -(-len(train) // config.batch_size))
     factor = warmup_cosine(steps) if config.schedule == "cosine" else (lambda step: 1.0)
     graphed = config.cuda_graph and device.type == "cuda"
-    if graphed:  # a captured step reads its learning rate from this tensor, which the loop sets in place
-        lr_tensor = torch.tensor(config.lr * factor(0), device=device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr_tensor, weight_decay=config.weight_decay,
-                                      capturable=True)
-        scheduler = None
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # a captured step reads its learning rate from a device tensor, which the loop sets in place
+    lr_tensor = torch.tensor(config.lr * factor(0), device=device) if graphed else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr if lr_tensor is None else lr_tensor,
+                                  weight_decay=config.weight_decay, capturable=graphed)
+    scheduler = None if graphed else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     loss_fn = torch.compile(model.loss) if config.compile else model.loss
     use_amp = config.amp and device.type == "cuda"
 
@@ -224,10 +221,10 @@ def fit(
         for idx in _batches(len(train), config.batch_size, generator, device):
             loss, stats = run_step(train[idx])
             done += 1
-            if scheduler is not None:
+            if lr_tensor is None:
                 scheduler.step()
-            else:
-                lr_tensor.fill_(config.lr * factor(done))  # what LambdaLR would set, without a host sync
+            else:  # what LambdaLR sets, written in place: LambdaLR rebinds the rate on older torch
+                lr_tensor.fill_(config.lr * factor(done))
             total += loss * len(idx)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v * len(idx)
