@@ -6,7 +6,7 @@ All integers are big-endian (``struct`` formats ``>B``, ``>I``, ``>i``, ``>f``):
 Size       Field         Meaning
 =========  ============  =================================================================
 4          magic         ``b"AEBK"``
-1          version       format version, currently 1
+1          version       format version: 1 (Huffman, below) or 2 (ANS, after the table)
 4          height        image height in pixels (uint32, >= 1)
 4          width         image width in pixels (uint32, >= 1)
 1          mode          colour mode: 0 = grayscale ``"L"``, 1 = ``"RGB"``
@@ -21,7 +21,20 @@ Size       Field         Meaning
 =========  ============  =================================================================
 
 The code table is the canonical Huffman code of :mod:`aebook.entropy`, so (symbol,
-length) pairs suffice. Reading checks, in order: magic, version, that the declared
+length) pairs suffice.
+
+Version 2 codes the symbols with ANS instead (``coder="ans"``): the fields up to ``step``
+are those of version 1; then, instead of the code table, one channel model per entry of
+the latent's first dimension (its channels), and the payload in 32-bit words:
+
+=========  ============  =================================================================
+4 c        models        per channel: zero (uint8), decay (uint8), bound (uint16): the
+                         model of :func:`aebook.entropy.zero_geometric_frequencies`
+4          n_symbols     number of coded symbols (uint32), = product of the latent shape
+4 + 4 w    payload       w (uint32), then w big-endian uint32 words of ANS
+4          crc32         ``zlib.crc32`` of every byte before it (uint32)
+=========  ============  =================================================================
+ Reading checks, in order: magic, version, that the declared
 lengths fit the data exactly, the CRC-32, and only then the meaning of the fields, so
 any bad input gives one ``ValueError`` naming the problem.
 """
@@ -37,13 +50,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aebook.entropy import HuffmanCode
+from aebook.entropy import HuffmanCode, ans_decode_channels, ans_encode_channels, fit_zero_geometric
 
 MAGIC = b"AEBK"
-VERSION = 1
+VERSION = 1  # Huffman-coded symbols
+VERSIONS = {1: "huffman", 2: "ans"}  # format version -> entropy coder of its payload
 MODES = ("L", "RGB")  # the mode byte is the index into this tuple
 _UINT32_MAX = (1 << 32) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+MAX_ANS_SYMBOLS = 50_000_000  # an ANS file declaring more is refused before decoding (memory)
 _TABLE_ENTRY = np.dtype([("symbol", ">i4"), ("length", "u1")])  # 5 bytes, no padding
 
 
@@ -80,6 +95,10 @@ class AebFile:
         Quantisation step: latent ~= symbol * step.
     symbols : np.ndarray
         Quantised latents: integers in the int32 range, ``prod(latent_shape)`` of them.
+    coder : str
+        ``"huffman"`` (format version 1, the default) or ``"ans"`` (version 2: one small
+        model per channel, no one-bit floor per symbol). Not part of equality: two files
+        with the same contents are equal whichever coder wrote them.
     """
 
     height: int
@@ -90,6 +109,7 @@ class AebFile:
     latent_shape: tuple[int, ...]
     step: float
     symbols: np.ndarray
+    coder: str = "huffman"
 
     def __post_init__(self) -> None:
         self._validate()
@@ -120,6 +140,8 @@ class AebFile:
             raise ValueError(f"step must be finite and > 0 (as float32), got {self.step!r}")
         self.step = step
         self.symbols = _check_symbols(self.symbols, self.latent_shape)
+        if self.coder not in VERSIONS.values():
+            raise ValueError(f"coder must be one of {tuple(VERSIONS.values())}, got {self.coder!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AebFile):
@@ -130,23 +152,35 @@ class AebFile:
         )
 
     def to_bytes(self) -> bytes:
-        """Serialise to the ``.aeb`` layout, Huffman-coding the symbols."""
+        """Serialise to the ``.aeb`` layout, Huffman- or ANS-coding the symbols (``coder``)."""
         self._validate()
         flat = self.symbols.ravel()
-        code = HuffmanCode.from_symbols(flat)
-        payload, _ = code.encode(flat)
-        if len(payload) > _UINT32_MAX or flat.size > _UINT32_MAX:
+        if flat.size > _UINT32_MAX:
             raise ValueError("too many symbols for an .aeb file")
-        table = np.array(code.to_table(), dtype=_TABLE_ENTRY)
+        if self.coder == "huffman":
+            code = HuffmanCode.from_symbols(flat)
+            payload, _ = code.encode(flat)
+            table = np.array(code.to_table(), dtype=_TABLE_ENTRY)
+            coded = struct.pack(">I", len(table)) + table.tobytes() + struct.pack(">II", flat.size, len(payload)) + payload
+        else:
+            rows = self.symbols.reshape(self.latent_shape[0], -1)
+            models = [fit_zero_geometric(row) for row in rows]
+            words = ans_encode_channels(rows, models)
+            coded = b"".join([
+                b"".join(struct.pack(">BBH", *m) for m in models),
+                struct.pack(">II", flat.size, words.size), words.astype(">u4").tobytes(),
+            ])
+        if len(coded) > _UINT32_MAX:
+            raise ValueError("too many symbols for an .aeb file")
+        version = next(v for v, name in VERSIONS.items() if name == self.coder)
         model_id = self.model_id.encode("utf-8")
         shape = self.latent_shape
         body = b"".join([
             MAGIC,
-            struct.pack(">BIIB", VERSION, self.height, self.width, MODES.index(self.mode)),
+            struct.pack(">BIIB", version, self.height, self.width, MODES.index(self.mode)),
             struct.pack(">B", len(model_id)) + model_id,
             struct.pack(f">BB{len(shape)}I", self.quality, len(shape), *shape),
-            struct.pack(">fI", self.step, len(table)) + table.tobytes(),
-            struct.pack(">II", flat.size, len(payload)) + payload,
+            struct.pack(">f", self.step), coded,
         ])
         return body + struct.pack(">I", zlib.crc32(body))
 
@@ -197,17 +231,26 @@ def _parse(data: bytes) -> AebFile:
         raise ValueError("not an .aeb file (missing magic bytes b'AEBK')")
     reader = _Reader(data, len(MAGIC))
     (version,) = reader.unpack(">B", "version")
-    if version != VERSION:
-        raise ValueError(f"unsupported .aeb format version {version} (this reader knows {VERSION})")
+    if version not in VERSIONS:
+        raise ValueError(f"unsupported .aeb format version {version} (this reader knows "
+                         f"{', '.join(map(str, VERSIONS))})")
     height, width, mode_byte, id_length = reader.unpack(">IIBB", "image header")
     model_id = reader.take(id_length, "model id")
     quality, ndim = reader.unpack(">BB", "quality and number of latent dimensions")
     shape = reader.unpack(f">{ndim}I", "latent shape")
-    step, table_size = reader.unpack(">fI", "step and code-table size")
-    table_bytes = reader.take(table_size * _TABLE_ENTRY.itemsize, "code table")
-    table = np.frombuffer(table_bytes, dtype=_TABLE_ENTRY)
-    n_symbols, payload_length = reader.unpack(">II", "symbol count and payload length")
-    payload = reader.take(payload_length, "payload")
+    if VERSIONS[version] == "huffman":
+        step, table_size = reader.unpack(">fI", "step and code-table size")
+        table_bytes = reader.take(table_size * _TABLE_ENTRY.itemsize, "code table")
+        table = np.frombuffer(table_bytes, dtype=_TABLE_ENTRY)
+        n_symbols, payload_length = reader.unpack(">II", "symbol count and payload length")
+        payload = reader.take(payload_length, "payload")
+    else:
+        (step,) = reader.unpack(">f", "step")
+        if ndim == 0:
+            raise ValueError("inconsistent .aeb file: an ANS-coded latent needs at least one dimension")
+        models = [reader.unpack(">BBH", "channel models") for _ in range(shape[0])]
+        n_symbols, n_words = reader.unpack(">II", "symbol count and payload length")
+        words = np.frombuffer(reader.take(4 * n_words, "payload"), dtype=">u4").astype(np.uint32)
     body_end = reader.position
     (crc,) = reader.unpack(">I", "CRC-32")
     if reader.position != len(data):
@@ -224,16 +267,28 @@ def _parse(data: bytes) -> AebFile:
         raise ValueError("invalid .aeb header: model id is not valid UTF-8") from None
     if ndim == 0 or n_symbols != math.prod(shape):
         raise ValueError(f"inconsistent .aeb file: {n_symbols} symbols for latent shape {shape}")
+    if VERSIONS[version] == "huffman":
+        try:
+            code = HuffmanCode.from_table(zip(table["symbol"].tolist(), table["length"].tolist()))
+        except ValueError as exc:
+            raise ValueError(f"invalid .aeb code table: {exc}") from None
+        try:
+            symbols = code.decode(payload, n_symbols)
+        except ValueError as exc:
+            raise ValueError(f".aeb payload fails to decode: {exc}") from None
+    else:
+        for c, (zero, decay, bound) in enumerate(models):
+            if bound and not (1 <= zero <= 255 and 1 <= decay <= 255):
+                raise ValueError(f"invalid .aeb channel model {c}: zero={zero}, decay={decay}, bound={bound}")
+        if n_symbols > MAX_ANS_SYMBOLS:
+            raise ValueError(f"invalid .aeb header: {n_symbols} symbols is more than this reader accepts")
+        try:
+            symbols = ans_decode_channels(words, models, n_symbols // shape[0])
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f".aeb payload fails to decode: {exc}") from None
     try:
-        code = HuffmanCode.from_table(zip(table["symbol"].tolist(), table["length"].tolist()))
-    except ValueError as exc:
-        raise ValueError(f"invalid .aeb code table: {exc}") from None
-    try:
-        symbols = code.decode(payload, n_symbols)
-    except ValueError as exc:
-        raise ValueError(f".aeb payload fails to decode: {exc}") from None
-    try:
-        return AebFile(height, width, MODES[mode_byte], model_name, quality, shape, step, symbols)
+        return AebFile(height, width, MODES[mode_byte], model_name, quality, shape, step, symbols,
+                       VERSIONS[version])
     except ValueError as exc:
         raise ValueError(f"invalid .aeb header: {exc}") from None
 

@@ -114,8 +114,8 @@ def test_specific_error_messages(sample: tuple[AebFile, bytes]) -> None:
         parse(b"")
     with pytest.raises(ValueError, match="not an .aeb file"):
         parse(b"\x89PNG\r\n\x1a\n" + data[8:])
-    with pytest.raises(ValueError, match="unsupported .aeb format version 2"):
-        parse(MAGIC + b"\x02" + data[5:])
+    with pytest.raises(ValueError, match="unsupported .aeb format version 3"):
+        parse(MAGIC + b"\x03" + data[5:])
     with pytest.raises(ValueError, match="corrupted: CRC-32 mismatch"):
         parse(data[:-5] + bytes([data[-5] ^ 0x10]) + data[-4:])
     with pytest.raises(ValueError, match="unexpected bytes after"):
@@ -225,4 +225,92 @@ def test_huge_declared_symbol_count_fails_fast() -> None:
         + struct.pack(">II", 65535 * 65535, 1) + b"\x00"
     )
     with pytest.raises(ValueError, match="payload fails to decode.*too short"):
+        parse(with_crc(body))
+
+
+# ------------------------------------------------------------------ version 2: ANS-coded payload
+
+def make_ans(shape: tuple[int, ...] = (6, 4, 5), seed: int = 0, scale: float = 2.0) -> AebFile:
+    rng = np.random.default_rng(seed)
+    symbols = np.round(rng.laplace(0.0, scale, size=shape)).astype(np.int64)
+    symbols[-1] = 0  # an all-zero channel costs nothing
+    return AebFile(32, 48, "L", "klt-codec-v1", 5, shape, 0.25, symbols, coder="ans")
+
+
+def test_ans_version_round_trips_and_is_marked_version_2() -> None:
+    aeb = make_ans()
+    data = aeb.to_bytes()
+    assert data[:5] == MAGIC + b"\x02"
+    back = parse(data)
+    assert back == aeb and back.coder == "ans"
+    np.testing.assert_array_equal(back.symbols, aeb.symbols)
+    huffman = AebFile(**dict(aeb.__dict__, coder="huffman"))
+    assert parse(huffman.to_bytes()) == back  # same contents, either coder
+
+
+def test_ans_version_beats_huffman_on_mostly_zero_channels() -> None:
+    """Huffman spends at least one bit per symbol; a mostly-zero latent costs ANS far less."""
+    aeb = make_ans(shape=(16, 40, 40), scale=0.15)
+    ans_bytes = len(aeb.to_bytes())
+    huffman_bytes = len(AebFile(**dict(aeb.__dict__, coder="huffman")).to_bytes())
+    assert huffman_bytes >= aeb.symbols.size / 8
+    assert ans_bytes < 0.5 * huffman_bytes
+
+
+@FAST
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+    bound=st.integers(0, 65535),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ans_round_trip_for_arbitrary_symbols(shape: tuple[int, ...], bound: int, seed: int) -> None:
+    symbols = np.random.default_rng(seed).integers(-bound, bound, size=shape, endpoint=True)
+    aeb = AebFile(7, 9, "L", "m", 1, shape, 0.5, symbols, coder="ans")
+    assert parse(aeb.to_bytes()) == aeb
+
+
+def test_ans_symbols_beyond_the_channel_bound_are_refused() -> None:
+    symbols = np.array([[0, 70000]])
+    with pytest.raises(ValueError, match="exceeds the channel model's bound"):
+        AebFile(1, 2, "L", "m", 1, (1, 2), 1.0, symbols, coder="ans").to_bytes()
+
+
+def test_ans_version_rejects_truncation_and_byte_changes() -> None:
+    data = make_ans(shape=(3, 4, 4)).to_bytes()
+    for n in range(len(data)):
+        with pytest.raises(ValueError, match="truncated|not an .aeb file"):
+            parse(data[:n])
+    for i in range(len(data)):
+        corrupted = bytearray(data)
+        corrupted[i] ^= 0x01
+        with pytest.raises(ValueError):
+            parse(bytes(corrupted))
+
+
+def test_unknown_coder_is_rejected() -> None:
+    with pytest.raises(ValueError, match="coder must be one of"):
+        AebFile(**dict(make_aeb().__dict__, coder="lzma"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.data())
+def test_ans_random_fields_with_valid_crc_raise_only_value_error(tail: bytes, draw: st.DataObject) -> None:
+    """Garbage channel models, counts and words past a valid CRC: a ValueError or a coherent file."""
+    data = make_ans(shape=(3, 2, 2)).to_bytes()
+    cut = draw.draw(st.integers(5, len(data) - 4))
+    try:
+        aeb = parse(with_crc(data[:cut] + tail))
+    except ValueError:
+        return
+    assert parse(aeb.to_bytes()) == aeb
+
+
+def test_ans_huge_declared_symbol_count_fails_fast() -> None:
+    shape = (1, 65535, 65535)
+    body = (
+        MAGIC + struct.pack(">BIIBB", 2, 8, 8, 0, 1) + b"m" + struct.pack(">BB3I", 0, 3, *shape)
+        + struct.pack(">f", 1.0) + struct.pack(">BBH", 0, 0, 0)
+        + struct.pack(">II", 65535 * 65535, 0)
+    )
+    with pytest.raises(ValueError, match="more than this reader accepts"):
         parse(with_crc(body))

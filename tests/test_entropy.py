@@ -225,3 +225,48 @@ def test_ans_checks_its_model() -> None:
         ans_encode([1], {1: -1.0})
     with pytest.raises(ValueError, match="at least one"):
         ans_decode(np.zeros(1, np.uint32), 1, {})
+
+
+# ------------------------------------------- per-channel ANS under zero-inflated geometric models
+
+from aebook.entropy import (ans_decode_channels, ans_encode_channels, fit_zero_geometric,  # noqa: E402
+                            zero_geometric_frequencies)
+
+
+def test_zero_geometric_frequencies_are_exact_integers() -> None:
+    freq = zero_geometric_frequencies(64, 128, 6)
+    assert freq.dtype == np.int64 and freq.shape == (13,) and (freq > 0).all()
+    assert freq[6] * 256 == 64 * freq.sum()             # P(0) = zero / 256 exactly
+    np.testing.assert_array_equal(freq[:6], freq[7:][::-1])  # symmetric
+    assert freq[7] == 2 * freq[8]                        # decay 128/256 halves each step
+    far = zero_geometric_frequencies(1, 1, 1000)
+    assert (far > 0).all()                               # every symbol up to the bound stays codable
+    for bad in ((0, 1, 1), (1, 256, 1), (1, 1, 0), (1, 1, 65536)):
+        with pytest.raises(ValueError):
+            zero_geometric_frequencies(*bad)
+
+
+def test_fitted_model_codes_laplacian_channels_near_their_entropy() -> None:
+    rng = np.random.default_rng(0)
+    rows = np.stack([np.round(rng.laplace(0, s, 20000)).astype(np.int64) for s in (0.3, 1.0, 4.0)])
+    params = [fit_zero_geometric(r) for r in rows]
+    words = ans_encode_channels(rows, params)
+    np.testing.assert_array_equal(ans_decode_channels(words, params, rows.shape[1]), rows)
+    entropy = sum(empirical_entropy(r) for r in rows) * rows.shape[1]
+    assert 32 * words.size < 1.03 * entropy  # a two-number model per channel loses under 3%
+    assert fit_zero_geometric(np.zeros(5, dtype=np.int64)) == (255, 1, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(-300, 300), min_size=4, max_size=4), min_size=1, max_size=6))
+def test_channel_ans_round_trip(rows: list[list[int]]) -> None:
+    symbols = np.array(rows, dtype=np.int64)
+    params = [fit_zero_geometric(r) for r in symbols]
+    np.testing.assert_array_equal(ans_decode_channels(ans_encode_channels(symbols, params), params, 4), symbols)
+
+
+def test_channel_ans_refuses_symbols_outside_the_model() -> None:
+    with pytest.raises(ValueError, match="beyond its model's bound"):
+        ans_encode_channels(np.array([[0, 9]]), [(128, 128, 3)])
+    with pytest.raises(ValueError, match="one model per channel"):
+        ans_encode_channels(np.array([[0, 1]]), [])
