@@ -56,18 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline", default=None, choices=["pca"], help="also evaluate PCA with the same latent size")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
 
-    c = sub.add_parser("compress", help="compress an image into an .aeb file (learned codec + Huffman coding)")
+    c = sub.add_parser("compress", help="compress a grayscale image into an .aeb file (learned codec + "
+                       "entropy coding: Huffman or ANS)")
     c.add_argument("input", help="PNG or JPEG image")
     c.add_argument("output", help="the .aeb file to write")
     c.add_argument("--quality", type=int, default=4, help="1..8, higher = more bits and a better image (default: 4)")
-    c.add_argument("--model", default="codec", help="shipped pretrained codec name or a codec run folder "
+    c.add_argument("--model", default="kltcodec", help="shipped pretrained codec name (kltcodec: block KLT + ANS "
+                   "+ decoder network; codec: convolutional autoencoder + Huffman) or a codec run folder "
                    "(written by benchmarks/codec_rd.py --save) (default: %(default)s)")
 
     d = sub.add_parser("decompress", help="decompress an .aeb file into an image")
     d.add_argument("input", help="the .aeb file")
     d.add_argument("output", help="image to write (.png recommended)")
-    d.add_argument("--model", default="codec", help="the codec the file was compressed with: a shipped name "
-                   "or a run folder (default: %(default)s)")
+    d.add_argument("--model", default=None, help="the codec the file was compressed with: a shipped name "
+                   "or a run folder (default: the shipped codec whose id the file names)")
 
     r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
     r.add_argument("task", help="denoise, inpaint, inpaint_blind, upscale2, upscale4 or enhance")
@@ -188,11 +190,28 @@ def cmd_decompress(args: argparse.Namespace) -> dict:
     from aebook.pretrained import resolve
 
     aeb = read_aeb(args.input)
-    codec, _ = load_codec(resolve(args.model))
+    if args.model is None:
+        codec = _shipped_codec_for(aeb.model_id, args.input)
+    else:
+        codec, _ = load_codec(resolve(args.model))
     with torch_inference():
         img = decompress(aeb, codec, expected_model_id=codec.model_id)
     write_image(args.output, img)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode}
+
+
+def _shipped_codec_for(model_id: str, path: str):
+    """The shipped codec whose ``model_id`` a file names (``ValueError`` if none is)."""
+    from aebook.codec import load_codec
+    from aebook.pretrained import manifest, resolve
+
+    names = [name for name, entry in manifest().items() if entry.get("kind") in ("codec", "kltcodec")]
+    for name in names:
+        codec, _ = load_codec(resolve(name))
+        if codec.model_id == model_id:
+            return codec
+    raise ValueError(f"{path} was made by codec {model_id!r}, which is none of the shipped codecs "
+                     f"({', '.join(names)}): pass --model with its run folder")
 
 
 def torch_inference():

@@ -30,6 +30,10 @@ Huffman coding spends at least one bit per symbol, so the rate can never drop be
 ``latent_channels / 64`` bits per pixel: that is why the default ``latent_channels`` is
 small (8, a floor of 0.125 bpp). Arithmetic coding, which real codecs use, has no floor.
 
+:func:`compress`, :func:`decompress` and :func:`rate_distortion` also serve
+:class:`aebook.transform_codec.KLTCodec`, which replaces the learned transform by the block
+KLT and Huffman by ANS, and beats JPEG (chapter 5.1).
+
 A file decodes to exactly the symbols that were written, on any machine; the decoded
 *image* can differ in the last bits between CPU and GPU (floating-point convolutions).
 """
@@ -148,6 +152,7 @@ class ConvCodec(nn.Module):
 
     name = "convcodec"
     ENTROPY_MODELS = ("proxy", "factorized")
+    coder = "huffman"  # the .aeb payload's entropy coder (format version 1)
 
     def __init__(self, channels: int = 1, latent_channels: int = 8,
                  widths: Sequence[int] = (32, 48, 64), lmbda: float = 0.004, entropy_model: str = "proxy") -> None:
@@ -259,6 +264,20 @@ class ConvCodec(nn.Module):
         rate = self.rate(z_noisy, z, step, inputs.shape[-2] * inputs.shape[-1]).mean()
         return mse + self.lmbda * rate, {"mse": mse.detach(), "bpp_proxy": rate.detach()}
 
+    # The codec interface that compress() and decompress() use (shared with aebook.transform_codec.KLTCodec).
+
+    def quality_step(self, quality: int) -> float:
+        """The quantisation step of a quality level (:data:`QUALITY_STEPS`)."""
+        return quality_step(quality)
+
+    def to_symbols(self, z: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
+        """The integers a file stores: ``round(z / step)``, as floats."""
+        return torch.round(z / step)
+
+    def decode_quantised(self, z: torch.Tensor, size: tuple[int, int], step: float | torch.Tensor) -> torch.Tensor:
+        """Dequantised latents ``symbols * step`` -> images (the step is not needed here)."""
+        return self.decode(z, size)
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, quality: int = 4) -> torch.Tensor:
         """Encode, round with the quality's step and decode, in eval mode (no file written)."""
@@ -288,18 +307,20 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
     Returns
     -------
     AebFile
-        Its ``symbols`` are ``round(z / step)``; ``to_bytes()`` Huffman-codes them.
+        Its ``symbols`` are the codec's quantised latents (``round(z / step)`` here, a dead
+        zone for :class:`~aebook.transform_codec.KLTCodec`); ``to_bytes()`` codes them with
+        the codec's ``coder`` (Huffman for this codec, ANS for the KLT codec).
     """
-    step = quality_step(quality)
+    step = codec.quality_step(quality)
     x = image_to_tensor(img, codec.channels)
-    param = next(codec.parameters())
+    param = next(iter(codec.state_dict().values()))  # where the codec lives, and its precision
     z = codec.encode(x.to(param.device, param.dtype))[0].float().cpu()  # same in train and eval mode
-    q = torch.round(z / step)
+    q = codec.to_symbols(z, step)
     if not torch.isfinite(q).all() or q.abs().max() >= 2**31:
         raise ValueError("latents out of the int32 range: is the codec's training broken?")
     height, width = x.shape[-2:]
     return AebFile(height, width, codec.mode, codec.model_id if model_id is None else model_id, quality,
-                   tuple(q.shape), step, q.numpy().astype(np.int64))
+                   tuple(q.shape), step, q.numpy().astype(np.int64), coder=codec.coder)
 
 
 @torch.no_grad()
@@ -325,9 +346,9 @@ def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = N
     z = aeb.symbols * aeb.step  # float64: cannot overflow
     if np.abs(z).max() > MAX_LATENT:
         raise ValueError(f"latents out of range: |symbol * step| exceeds {MAX_LATENT:g}")
-    param = next(codec.parameters())
+    param = next(iter(codec.state_dict().values()))  # where the codec lives, and its precision
     z = torch.from_numpy(z.astype(np.float32))[None]
-    out = codec.decode(z.to(param.device, param.dtype), (aeb.height, aeb.width))
+    out = codec.decode_quantised(z.to(param.device, param.dtype), (aeb.height, aeb.width), aeb.step)
     if not torch.isfinite(out).all():
         raise ValueError("latents out of range: the decoder overflows")
     return tensor_to_image(out)
@@ -368,8 +389,13 @@ def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cp
     a corrupted, tampered or mismatched one (including a run folder of another model).
     """
     def build(model: dict[str, Any]) -> ConvCodec:
+        from aebook.transform_codec import KLTCodec
+
+        if model["model"] == KLTCodec.name:
+            return KLTCodec(model["depth"], model["width"], model["rounding"])  # type: ignore[return-value]
         if model["model"] != ConvCodec.name:
-            raise ValueError(f"{Path(run_dir) / CONFIG} describes a {model['model']!r} model, not a {ConvCodec.name}")
+            raise ValueError(f"{Path(run_dir) / CONFIG} describes a {model['model']!r} model, not a codec "
+                             f"({ConvCodec.name} or {KLTCodec.name})")
         return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")},
                          entropy_model=model.get("entropy_model", "proxy"))
 
@@ -421,7 +447,7 @@ def unquantised_psnr(codec: ConvCodec, images: Sequence[np.ndarray]) -> float:
     entropy coder or file size could give with this transform (its ceiling)."""
     from aebook.metrics import psnr
 
-    param = next(codec.parameters())
+    param = next(iter(codec.state_dict().values()))
     values = []
     for img in images:
         ref = np.asarray(img, dtype=np.float32)
@@ -435,7 +461,7 @@ def rate_distortion(codec: ConvCodec, images: Sequence[np.ndarray],
     """The codec's rate-distortion curve: for each quality, the mean over ``images`` of the
     bits per pixel of the whole ``.aeb`` file and of the PSNR and SSIM of the decoded image."""
     curve = _curve(lambda img, q: codec_roundtrip(img, codec, q), images, qualities)
-    return [{"quality": p["quality"], "step": quality_step(p["quality"]), **p} for p in curve]
+    return [{"quality": p["quality"], "step": codec.quality_step(p["quality"]), **p} for p in curve]
 
 
 def jpeg_rate_distortion(images: Sequence[np.ndarray],

@@ -436,7 +436,8 @@ def ans_bits(symbols: np.ndarray | Iterable[int], probabilities: Mapping[int, fl
 # a bit per symbol. The probabilities are built from those integers with integer arithmetic
 # only, so the encoder and any decoder, on any machine, use exactly the same model.
 
-MAX_BOUND = 65535  # largest |symbol| a channel model covers (stored as uint16)
+#: The largest ``|symbol|`` a channel model covers (its bound is stored as a uint16).
+MAX_BOUND = 65535
 
 
 def zero_geometric_frequencies(zero: int, decay: int, bound: int) -> np.ndarray:

@@ -79,13 +79,13 @@ def pretrained(name: str, device: str = "cpu", root: Path | None = None):
     """Load a shipped model by name, hash-checked against the manifest.
 
     Restorers (``"denoise"``, ``"inpaint"``, ``"upscale2"``, ``"upscale4"``, ``"enhance"``)
-    return ``(model, task, config)``; the codec (``"codec"``) returns ``(codec, config)``
+    return ``(model, task, config)``; the codecs (``"codec"``, ``"kltcodec"``) return ``(codec, config)``
     like :func:`aebook.codec.load_codec`. Also callable as ``aebook.pretrained(name)``.
     """
     run_dir = resolve(name, root)
     from aebook.checkpoint import read_config
 
-    if read_config(run_dir)["model"]["model"] == "convcodec":
+    if read_config(run_dir)["model"]["model"] in ("convcodec", "kltcodec"):
         from aebook.codec import load_codec
 
         return load_codec(run_dir, device)

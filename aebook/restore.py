@@ -307,7 +307,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     return tensor_to_image(out)
 
 
-def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
+def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
                    init: str | None = None, minutes: float | None = None) -> tuple[ResidualCNN, list[float]]:
@@ -319,6 +319,11 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     instead of a random initialisation: they must be a restorer for the same ``task``
     with the same ``depth`` and ``width`` (``ValueError`` otherwise). A second run with a
     new ``seed`` then sees new patches and new damage: training continued in stages.
+
+    ``task`` is one of :data:`TASKS` or a :class:`Task` of its own (e.g. the compression
+    artefacts of :func:`aebook.transform_codec.klt_damage_task`); such a task may warm-start
+    from a restorer of *another* task with the same shape (transfer learning: a denoiser
+    fine-tuned to remove other damage).
 
     ``minutes`` gives training a wall-clock budget instead, for a machine whose speed is not
     known in advance (a lent GPU): the learning rate follows the same cosine, but over the
@@ -332,7 +337,7 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     from aebook.data import photo_patches
     from aebook.runtime import pick_device
 
-    spec = make_task(task)
+    spec = task if isinstance(task, Task) else make_task(task)
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
@@ -341,9 +346,9 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
         from aebook.pretrained import resolve
 
         start, start_task, _ = load_restorer(resolve(init))
-        if start_task != task or start.config != model.config:
+        if (start_task != spec.name and not isinstance(task, Task)) or start.config != model.config:
             raise ValueError(f"init {init!r} is a {start_task!r} restorer with {start.config}: it cannot "
-                             f"warm-start a {task!r} restorer with {model.config}")
+                             f"warm-start a {spec.name!r} restorer with {model.config}")
         model.load_state_dict(start.state_dict())
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -353,7 +358,7 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
     use_amp = dev.type == "cuda"
     losses = []
     start, budget = time.perf_counter(), None if minutes is None else 60.0 * minutes
-    for _ in tqdm(range(epochs), desc=f"training {task}", disable=not progress):
+    for _ in tqdm(range(epochs), desc=f"training {spec.name}", disable=not progress):
         order = torch.randperm(n_patches, generator=gen, device=dev)
         total = torch.zeros((), device=dev)
         seen = 0
@@ -369,7 +374,7 @@ def train_restorer(task: str, epochs: int = 10, n_patches: int = 20000, patch_si
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(damaged, cond)
             out = out.float()
-            if task == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 outside
+            if spec.name == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 outside
                 out = damaged * (1 - cond) + out * cond  # [0, 1] (zero-filled holes once froze training)
             loss = F.mse_loss(out, target)
             opt.zero_grad(set_to_none=True)

@@ -18,7 +18,9 @@ then records the starting weights' SHA-256 and, under ``init``, the entry that m
 them: the chain of commands that reproduces the shipped weights.
 
 Each recipe is a fixed set of keyword arguments for
-:func:`aebook.restore.train_restorer` or :func:`aebook.codec.train_codec`;
+:func:`aebook.restore.train_restorer`, :func:`aebook.codec.train_codec` or
+:func:`aebook.transform_codec.train_klt_codec` (whose decoder network starts from the
+shipped denoiser unless ``--init`` names other weights);
 ``--set`` overrides are recorded next to the weights (``config.json``) and in the
 manifest, together with the exact command line, the device, the wall-clock minutes (``wall_minutes``: elapsed
 time, not CPU time, so a busy machine reads slower) and
@@ -51,6 +53,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=4)),
     "codec": ("codec", dict(n_patches=6000, patch_size=32, epochs=6, latent_channels=8, lmbda=0.004,
                             batch_size=8, lr=2e-3, seed=0)),
+    "kltcodec": ("kltcodec", dict(n_patches=16000, patch_size=40, epochs=4, depth=12, width=32, batch_size=32,
+                                  lr=3e-4, seed=0)),
 }
 
 
@@ -82,11 +86,17 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
             raise ValueError(f"recipe {name!r} has no setting {key!r} (settings: {', '.join(kwargs)})")
         kwargs[key] = value
     dev = pick_device(device)
-    init_entry = _init_entry(init, root) if init is not None else None
-    if init is not None and kind != "restorer":
-        raise ValueError(f"--init warm-starts restorers only; {name!r} is a {kind}")
-    if minutes is not None and kind != "restorer":
-        raise ValueError(f"--minutes budgets restorers only; {name!r} is a {kind}")
+    if kind == "kltcodec" and init is None:
+        init = "denoise"  # its decoder network starts from the shipped denoiser
+    if init is not None and not Path(init).is_dir() and not (root / init).is_dir():
+        init_root = PRETRAINED_DIR  # a shipped model's name, training into another folder
+    else:
+        init_root = root
+    init_entry = _init_entry(init, init_root) if init is not None else None
+    if init is not None and kind == "codec":
+        raise ValueError(f"--init warm-starts restorers and the kltcodec's network only; {name!r} is a {kind}")
+    if minutes is not None and kind == "codec":
+        raise ValueError(f"--minutes budgets restorers and the kltcodec only; {name!r} is a {kind}")
     start = time.perf_counter()
     if kind == "restorer":
         from aebook.restore import save_restorer, train_restorer
@@ -102,6 +112,19 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
             train_config["init_sha256"] = init_entry["sha256"]
         save_restorer(root / name, model.cpu(), task, losses, train_config)
         kwargs["task"] = task
+    elif kind == "kltcodec":  # KLT fitted in closed form; its decoder network starts from a restorer
+        from aebook.codec import save_codec
+        from aebook.transform_codec import train_klt_codec
+
+        assert init_entry is not None
+        if minutes is not None:
+            kwargs["minutes"] = minutes
+        model, losses = train_klt_codec(device=str(dev), progress=progress, init=str(init_entry["run_dir"]),
+                                        **kwargs)
+        elapsed = time.perf_counter() - start
+        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command,
+                        "init_sha256": init_entry["sha256"]}
+        save_codec(root / name, model, {"train_loss": losses}, train_config)
     else:
         from aebook.codec import save_codec, train_codec
 

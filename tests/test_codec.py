@@ -230,7 +230,7 @@ def test_save_load_round_trip_and_tampering(tmp_path, trained, crop):
     with pytest.raises(ValueError, match="config.json is not a valid aebook config"):
         load_codec(run)
     config_path.write_text(json.dumps({"model": {"model": "conv"}, "weights_sha256": ""}))
-    with pytest.raises(ValueError, match="not a convcodec"):
+    with pytest.raises(ValueError, match="not a codec"):
         load_codec(run)
     with pytest.raises(FileNotFoundError):
         load_codec(tmp_path / "missing")

@@ -12,7 +12,7 @@ from aebook.checkpoint import WEIGHTS, sha256_file
 from aebook.cli import main
 from aebook.imageio import read_image, write_image
 
-SHIPPED = ("codec", "denoise", "enhance", "inpaint", "upscale2", "upscale4")
+SHIPPED = ("codec", "denoise", "enhance", "inpaint", "kltcodec", "upscale2", "upscale4")
 
 
 def test_manifest_lists_every_shipped_model_with_its_hash_and_command():
@@ -37,7 +37,7 @@ def test_each_model_loads_by_name(name):
     loaded = aebook.pretrained(name)  # the module is callable
     model = loaded[0]
     assert not model.training
-    if name != "codec":
+    if name not in ("codec", "kltcodec"):
         assert loaded[1] == name
 
 
@@ -67,6 +67,28 @@ def test_cli_defaults_use_the_shipped_models(tmp_path, capsys):
     assert main(["decompress", str(tmp_path / "x.aeb"), str(tmp_path / "back.png")]) == 0
     assert read_image(tmp_path / "back.png").shape == (64, 80)
     capsys.readouterr()
+
+
+def test_compress_defaults_to_kltcodec_and_decompress_finds_the_codec_a_file_names(tmp_path, capsys):
+    from aebook.bitstream import read_aeb
+
+    src = write_image(tmp_path / "in.png", aebook.load_photo("camera", gray=True)[100:164, 100:180])
+    for model in ("kltcodec", "codec"):
+        args = [] if model == "kltcodec" else ["--model", model]
+        assert main(["compress", str(src), str(tmp_path / f"{model}.aeb"), "--quality", "5", *args]) == 0
+        aeb = read_aeb(tmp_path / f"{model}.aeb")
+        assert aeb.model_id.startswith("kltcodec-" if model == "kltcodec" else "convcodec-")
+        assert aeb.coder == ("ans" if model == "kltcodec" else "huffman")
+        assert main(["decompress", str(tmp_path / f"{model}.aeb"), str(tmp_path / f"{model}.png")]) == 0
+        assert read_image(tmp_path / f"{model}.png").shape == (64, 80)
+    # A file naming a codec that is not shipped: one clear line, exit 2, nothing written.
+    aeb.model_id = "convcodec-000000000000"
+    (tmp_path / "stranger.aeb").write_bytes(aeb.to_bytes())
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "stranger.aeb"), str(tmp_path / "stranger.png")]) == 2
+    err = capsys.readouterr().err
+    assert "none of the shipped codecs" in err and err.count("\n") == 1
+    assert not (tmp_path / "stranger.png").exists()
 
 
 def _copy_denoise(tmp_path):
@@ -122,7 +144,7 @@ def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
     assert train_main(["upscale2", *args]) == 2
     assert "cannot warm-start a 'upscale2' restorer" in capsys.readouterr().err
     assert train_main(["codec", *args]) == 2
-    assert "warm-starts restorers only" in capsys.readouterr().err
+    assert "warm-starts restorers and the kltcodec's network only" in capsys.readouterr().err
     assert train_main(["denoise", "--init", str(tmp_path / "nowhere"), "--root", str(root), "--quiet"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert (root / "MANIFEST.json").read_text() == manifest_before
@@ -152,7 +174,22 @@ def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
     assert aebook.pretrained("denoise", root=root)[2]["train"]["minutes"] == 0.01
     manifest_before = (root / "MANIFEST.json").read_text()
     assert train_main(["codec", "--minutes", "1", *args]) == 2
-    assert "budgets restorers only" in capsys.readouterr().err
+    assert "budgets restorers and the kltcodec only" in capsys.readouterr().err
     assert train_main(["denoise", "--minutes", "-1", *args]) == 2
     assert "must be positive" in capsys.readouterr().err
     assert (root / "MANIFEST.json").read_text() == manifest_before
+
+
+def test_kltcodec_recipe_starts_from_the_denoiser_and_records_it(tmp_path, capsys):
+    from aebook.train_pretrained import main as train_main
+
+    root = _copy_denoise(tmp_path)
+    denoiser = pt.manifest(root)["denoise"]
+    assert train_main(["kltcodec", "--root", str(root), "--quiet", "--set", "n_patches=16", "--set", "epochs=1"]) == 0
+    capsys.readouterr()
+    entry = pt.manifest(root)["kltcodec"]
+    assert entry["kind"] == "kltcodec" and entry["init"]["sha256"] == denoiser["sha256"]
+    assert entry["init"]["command"] == denoiser["command"]  # the chain that made its starting weights
+    codec, config = pt.pretrained("kltcodec", root=root)
+    assert codec.name == "kltcodec" and config["train"]["init_sha256"] == denoiser["sha256"]
+    assert codec.refine is not None and codec.model_id.startswith("kltcodec-")
