@@ -34,7 +34,8 @@ the latent's first dimension (its channels), and the payload in 32-bit words:
 4 + 4 w    payload       w (uint32), then w big-endian uint32 words of ANS
 4          crc32         ``zlib.crc32`` of every byte before it (uint32)
 =========  ============  =================================================================
- Reading checks, in order: magic, version, that the declared
+
+Reading checks, in order: magic, version, that the declared
 lengths fit the data exactly, the CRC-32, and only then the meaning of the fields, so
 any bad input gives one ``ValueError`` naming the problem.
 """

@@ -298,9 +298,11 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
         ``(H, W)`` (grayscale codec) or ``(H, W, 3)`` (RGB codec), floats in [0, 1]
         (clipped) or uint8. The whole image is encoded at once: memory grows with its
         size (about 0.2 kB per pixel with the default widths: 1 GB for 2000 x 2000).
-    codec : ConvCodec
+    codec : ConvCodec or KLTCodec
+        Any codec with the interface ``quality_step``, ``encode``, ``to_symbols``, ``coder``
+        (:class:`ConvCodec`, :class:`aebook.transform_codec.KLTCodec`).
     quality : int
-        A key of :data:`QUALITY_STEPS`: higher means a smaller step, more bits, a better image.
+        1 to 8: higher means a smaller step, more bits, a better image.
     model_id : str, optional
         Stored in the file header; defaults to ``codec.model_id``.
 

@@ -44,7 +44,7 @@ BLOCK = 8
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the KLT
 #: coefficients, in pixel units of [0, 1] images: geometric from 0.32 down to 0.02.
 KLT_QUALITY_STEPS: dict[int, float] = {q: float(np.float32(0.32 * 16.0 ** (-(q - 1) / 7))) for q in range(1, 9)}
-#: The dead-zone quantiser's offset: ``floor(|z| / step + ROUNDING)`` (0.5 would be plain rounding).
+#: The offset of the dead-zone quantiser, ``floor(|z| / step + ROUNDING)`` (0.5 would be plain rounding).
 ROUNDING = 0.3
 
 
