@@ -54,8 +54,8 @@ import numpy as np
 from aebook.entropy import HuffmanCode, ans_decode_channels, ans_encode_channels, fit_zero_geometric
 
 MAGIC = b"AEBK"
-VERSION = 1  # Huffman-coded symbols
 VERSIONS = {1: "huffman", 2: "ans"}  # format version -> entropy coder of its payload
+_VERSION_OF = {coder: version for version, coder in VERSIONS.items()}
 MODES = ("L", "RGB")  # the mode byte is the index into this tuple
 _UINT32_MAX = (1 << 32) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -173,7 +173,7 @@ class AebFile:
             ])
         if len(coded) > _UINT32_MAX:
             raise ValueError("too many symbols for an .aeb file")
-        version = next(v for v, name in VERSIONS.items() if name == self.coder)
+        version = _VERSION_OF[self.coder]
         model_id = self.model_id.encode("utf-8")
         shape = self.latent_shape
         body = b"".join([

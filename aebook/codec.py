@@ -63,6 +63,15 @@ MAX_PIXELS = 50_000_000  # decompress refuses larger images (a tiny file could c
 MAX_LATENT = 1e6  # ... and latents this large, which no trained encoder produces
 
 
+def weights_id(codec: nn.Module) -> str:
+    """A codec's ``model_id``: its ``name``, ``-`` and 12 hex digits of the SHA-256 of its
+    ``state_dict`` (weights and buffers, as float32, in key order): names exactly these weights."""
+    h = hashlib.sha256()
+    for key, value in sorted(codec.state_dict().items()):
+        h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return f"{codec.name}-{h.hexdigest()[:12]}"
+
+
 def quality_step(quality: int) -> float:
     """Quantisation step of a quality level (``ValueError`` for an unknown level)."""
     if quality not in QUALITY_STEPS:
@@ -198,10 +207,7 @@ class ConvCodec(nn.Module):
     @property
     def model_id(self) -> str:
         """``"convcodec-"`` + 12 hex digits of the SHA-256 of the weights: names exactly this codec."""
-        h = hashlib.sha256()
-        for key, value in sorted(self.state_dict().items()):
-            h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return f"{self.name}-{h.hexdigest()[:12]}"
+        return weights_id(self)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is an ``(N, channels, H, W)`` batch."""

@@ -86,6 +86,12 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
             raise ValueError(f"recipe {name!r} has no setting {key!r} (settings: {', '.join(kwargs)})")
         kwargs[key] = value
     dev = pick_device(device)
+    if init is not None and kind == "codec":
+        raise ValueError(f"--init warm-starts restorers and the kltcodec's network only; {name!r} is a {kind}")
+    if minutes is not None and kind == "codec":
+        raise ValueError(f"--minutes budgets restorers and the kltcodec only; {name!r} is a {kind}")
+    if minutes is not None:  # restorers and the kltcodec
+        kwargs["minutes"] = minutes
     if kind == "kltcodec" and init is None:
         init = "denoise"  # its decoder network starts from the shipped denoiser
     if init is not None and not Path(init).is_dir() and not (root / init).is_dir():
@@ -93,45 +99,37 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     else:
         init_root = root
     init_entry = _init_entry(init, init_root) if init is not None else None
-    if init is not None and kind == "codec":
-        raise ValueError(f"--init warm-starts restorers and the kltcodec's network only; {name!r} is a {kind}")
-    if minutes is not None and kind == "codec":
-        raise ValueError(f"--minutes budgets restorers and the kltcodec only; {name!r} is a {kind}")
+    init_dir = str(init_entry["run_dir"]) if init_entry else None
     start = time.perf_counter()
     if kind == "restorer":
-        from aebook.restore import save_restorer, train_restorer
+        from aebook.restore import train_restorer
 
         task = kwargs.pop("task")
-        init_dir = str(init_entry["run_dir"]) if init_entry else None
-        if minutes is not None:
-            kwargs["minutes"] = minutes
         model, losses = train_restorer(task, device=str(dev), progress=progress, init=init_dir, **kwargs)
-        elapsed = time.perf_counter() - start
-        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
-        if init_entry:
-            train_config["init_sha256"] = init_entry["sha256"]
-        save_restorer(root / name, model.cpu(), task, losses, train_config)
-        kwargs["task"] = task
+        history = {"train_loss": losses}
     elif kind == "kltcodec":  # KLT fitted in closed form; its decoder network starts from a restorer
-        from aebook.codec import save_codec
         from aebook.transform_codec import train_klt_codec
 
-        assert init_entry is not None
-        if minutes is not None:
-            kwargs["minutes"] = minutes
-        model, losses = train_klt_codec(device=str(dev), progress=progress, init=str(init_entry["run_dir"]),
-                                        **kwargs)
-        elapsed = time.perf_counter() - start
-        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command,
-                        "init_sha256": init_entry["sha256"]}
-        save_codec(root / name, model, {"train_loss": losses}, train_config)
+        model, losses = train_klt_codec(device=str(dev), progress=progress, init=init_dir, **kwargs)
+        history = {"train_loss": losses}
     else:
-        from aebook.codec import save_codec, train_codec
+        from aebook.codec import train_codec
 
-        model, history = train_codec(device=str(dev), progress=progress, **kwargs)
-        elapsed = time.perf_counter() - start
-        train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
-        save_codec(root / name, model.cpu(), history.to_dict(), train_config)
+        model, fitted = train_codec(device=str(dev), progress=progress, **kwargs)
+        history = fitted.to_dict()
+    elapsed = time.perf_counter() - start
+    train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
+    if init_entry:
+        train_config["init_sha256"] = init_entry["sha256"]
+    if kind == "restorer":
+        from aebook.restore import save_restorer
+
+        save_restorer(root / name, model.cpu(), task, history["train_loss"], train_config)
+        kwargs["task"] = task
+    else:
+        from aebook.codec import save_codec
+
+        save_codec(root / name, model.cpu(), history, train_config)
     from aebook.checkpoint import WEIGHTS, sha256_file
 
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"

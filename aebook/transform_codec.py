@@ -29,7 +29,6 @@ last bits between CPU and GPU.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Sequence
 
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aebook.codec import weights_id
 from aebook.restore import ResidualCNN, Task, apply_tiled
 
 BLOCK = 8
@@ -85,10 +85,7 @@ class KLTCodec(nn.Module):
     @property
     def model_id(self) -> str:
         """``"kltcodec-"`` + 12 hex digits of the SHA-256 of the weights and the transform."""
-        h = hashlib.sha256()
-        for key, value in sorted(self.state_dict().items()):
-            h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return f"{self.name}-{h.hexdigest()[:12]}"
+        return weights_id(self)
 
     # ------------------------------------------------------------------ transform
 
