@@ -197,7 +197,8 @@ def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 
     """Fit the KLT on the training photos, then train the decoder network.
 
     The network starts from ``init`` (a shipped restorer's name or run folder of the same
-    depth and width, by default the denoiser: quantisation error looks much like noise),
+    width and at most ``depth`` layers, a shallower one grown by :func:`aebook.restore.deepen`;
+    by default the denoiser: quantisation error looks much like noise),
     and trains with :func:`aebook.restore.train_restorer` on ``klt_damage_task``. Only
     ``TRAIN_PHOTOS`` are used. Returns the codec (eval mode, on the CPU) and the loss per epoch.
     """

@@ -201,3 +201,71 @@ def test_self_ensemble_is_equivariant_where_the_network_is_not(task):
     # The untrained identity network stays the identity under the ensemble.
     ident = ResidualCNN(1, 1, depth=3, width=8)
     np.testing.assert_allclose(restore_image(ident, "denoise", img, sigma=25.0, ensemble=True), img, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth", [5, 6, 9, 30])
+def test_deepen_keeps_the_function_and_adds_trainable_layers(depth):
+    from aebook.restore import deepen
+
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 1, depth=5, width=6)
+    torch.nn.init.normal_(model.body[-1].weight, std=0.1)  # not the identity, so the check means something
+    x, cond = torch.rand(2, 1, 20, 20), torch.full((2, 1, 20, 20), 0.1)
+    deeper = deepen(model, depth)
+    assert deeper.config == {**model.config, "depth": depth}
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deeper.body) == depth
+    with torch.no_grad():
+        assert torch.allclose(deeper(x, cond), model(x, cond), atol=1e-6)
+    loss = (deeper(x, cond) - x).pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deeper.parameters() if p.ndim == 4)
+    with pytest.raises(ValueError, match="cannot deepen a 5-layer network to 4 layers"):
+        deepen(model, 4)
+
+
+def test_warm_start_from_a_shallower_restorer_grows_it(tmp_path):
+    from aebook.restore import load_restorer, save_restorer
+
+    torch.manual_seed(0)
+    start = ResidualCNN(1, 1, depth=3, width=4)
+    torch.nn.init.normal_(start.body[-1].weight, std=0.1)
+    run = save_restorer(tmp_path / "start", start, "denoise", [])
+    tiny = dict(epochs=1, n_patches=8, patch_size=12, width=4, batch_size=8, device="cpu", progress=False)
+    grown, _ = train_restorer("denoise", depth=5, lr=0.0, init=str(run), **tiny)  # lr 0: the start, grown
+    x, cond = torch.rand(1, 1, 16, 16), torch.full((1, 1, 16, 16), 0.1)
+    with torch.no_grad():
+        assert grown.config["depth"] == 5 and torch.allclose(grown(x, cond), start(x, cond), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot warm-start"):  # a deeper start cannot shrink, nor change width
+        train_restorer("denoise", depth=2, lr=0.0, init=str(run), **tiny)
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        train_restorer("denoise", depth=5, lr=0.0, init=str(run), **{**tiny, "width": 8})
+    assert load_restorer(run)[0].config["depth"] == 3
+
+
+def test_channels_last_layout_gives_the_same_result_and_hands_the_model_back():
+    torch.manual_seed(0)
+    for channels, cond_channels in ((1, 1), (1, 0), (3, 0)):
+        model = ResidualCNN(channels, cond_channels, depth=4, width=8)
+        torch.nn.init.normal_(model.body[-1].weight, std=0.1)
+        x = torch.rand(1, channels, 70, 90)
+        cond = torch.rand(1, 1, 70, 90) if cond_channels else None
+        plain = apply_tiled(model, x, cond, tile=64, overlap=8, channels_last=False)
+        fast = apply_tiled(model, x, cond, tile=64, overlap=8, channels_last=True)
+        assert torch.allclose(plain, fast, atol=1e-5)
+        assert torch.allclose(apply_tiled(model, x, cond, tile=64, overlap=8), fast)  # the CPU default
+        assert all(p.is_contiguous() for p in model.parameters())  # handed back as it came
+
+
+def test_default_overlap_covers_a_deep_networks_receptive_field():
+    torch.manual_seed(0)
+    deep = ResidualCNN(1, 0, depth=40, width=4)  # a 40-pixel receptive-field radius, beyond 24
+    torch.nn.init.normal_(deep.body[-1].weight, std=0.1)
+    convs = [m for m in deep.body if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for conv in convs[1:-1]:  # each hidden layer shifts its (non-negative) input by one pixel: the
+            conv.weight.zero_()   # output then reads pixels 38 away, which a 24-pixel overlap misses
+            conv.weight[range(4), range(4), 1, 2] = 1.0
+        x = torch.rand(1, 1, 200, 200)
+        whole = deep(x)
+    assert torch.allclose(apply_tiled(deep, x, tile=96), whole, atol=1e-5)
+    assert not torch.allclose(apply_tiled(deep, x, tile=96, overlap=24), whole, atol=1e-3)

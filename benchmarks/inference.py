@@ -1,0 +1,90 @@
+"""Inference speed of the shipped restorers on a CPU: channels-last layout against the default.
+
+Both layouts run side by side in the same process on the same 512x512 image (the
+cameraman, or its colour counterpart for colour models), alternating, each timed as the
+best of ``--repeats`` calls of :func:`aebook.restore.apply_tiled` with the CLI's tile size
+(512). The claim is the ratio, and the outputs must agree (the largest difference is printed).
+
+Usage::
+
+    python benchmarks/inference.py --json                     # every shipped restorer
+    python benchmarks/inference.py denoise --threads 2 --json  # one of them
+
+The last line of ``--json`` output is one JSON object: per model, the seconds in each
+layout, the speed-up and the largest absolute difference between the two outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from aebook.data import load_photo
+from aebook.imageio import image_to_tensor
+from aebook.pretrained import manifest, resolve
+from aebook.restore import apply_tiled, load_restorer
+
+
+def best_of(fn, repeats: int) -> tuple[float, torch.Tensor]:
+    """Shortest wall time of ``repeats`` calls of ``fn()`` and its last result."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    restorers = [n for n, e in manifest().items() if e["kind"] == "restorer"]
+    parser.add_argument("models", nargs="*", default=restorers, help=f"shipped restorers (default: {restorers})")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    parser.add_argument("--tile", type=int, default=512, help="tile size, as in the CLI (default 512)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = parser.parse_args()
+    unknown = [m for m in args.models if m not in restorers]
+    if unknown:
+        parser.error(f"not a shipped restorer: {', '.join(unknown)} (choose from {', '.join(restorers)})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for name in args.models:
+        model, task, _ = load_restorer(resolve(name))
+        gray = model.channels == 1
+        img = load_photo("camera" if gray else "astronaut", gray=gray)[: args.size, : args.size]
+        x = image_to_tensor(img)
+        cond = torch.full((1, model.cond_channels, *x.shape[-2:]), 0.1) if model.cond_channels else None
+        run = {layout: (lambda cl=(layout == "channels_last"): apply_tiled(model, x, cond, tile=args.tile,
+                                                                         channels_last=cl))
+               for layout in ("default", "channels_last")}
+        for fn in run.values():  # warm-up: first calls pay for oneDNN's kernel choice
+            fn()
+        seconds, outs = {}, {}
+        for _ in range(2):  # alternate the layouts so a busy machine slows both alike
+            for layout, fn in run.items():
+                t, outs[layout] = best_of(fn, args.repeats)
+                seconds[layout] = min(t, seconds.get(layout, float("inf")))
+        diff = (outs["default"] - outs["channels_last"]).abs().max().item()
+        results[name] = {"task": task, "depth": model.config["depth"], "width": model.config["width"],
+                         "seconds_default": round(seconds["default"], 4),
+                         "seconds_channels_last": round(seconds["channels_last"], 4),
+                         "speedup": round(seconds["default"] / seconds["channels_last"], 3),
+                         "max_abs_diff": diff}
+        print(f"{name:10s} {x.shape[-2]}x{x.shape[-1]}: default {seconds['default']:.3f} s, channels-last "
+              f"{seconds['channels_last']:.3f} s -> {seconds['default'] / seconds['channels_last']:.2f}x "
+              f"(outputs differ by at most {diff:.1e})", flush=True)
+    if args.json:
+        print(json.dumps({"benchmark": "inference", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "machine": platform.processor() or platform.machine(), "size": args.size,
+                          "tile": args.tile, "models": results}))
+
+
+if __name__ == "__main__":
+    main()
