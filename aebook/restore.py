@@ -368,12 +368,13 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
 def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
-                   init: str | None = None, minutes: float | None = None) -> tuple[ResidualCNN, list[float]]:
+                   init: str | ResidualCNN | None = None,
+                   minutes: float | None = None) -> tuple[ResidualCNN, list[float]]:
     """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
     Patches are held on the device; damage is drawn afresh for every batch.
-    ``init`` (a run folder, or a shipped model's name) warm-starts from those weights
+    ``init`` (a run folder, a shipped model's name, or a :class:`ResidualCNN`) warm-starts from those weights
     instead of a random initialisation: they must be a restorer for the same ``task``
     with the same ``width`` and at most ``depth`` layers (``ValueError`` otherwise; a shallower
     start is grown by :func:`deepen`, keeping its function). A second run with a
@@ -404,11 +405,15 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     if init is not None:
         from aebook.pretrained import resolve
 
-        start, start_task, _ = load_restorer(resolve(init))
+        if isinstance(init, ResidualCNN):  # a network in hand (e.g. a codec's decoder): the caller's task
+            start, start_task = init, spec.name
+        else:
+            start, start_task, _ = load_restorer(resolve(init))
         if start.config["depth"] < depth:  # more layers than the start: grow it, same function
             start = deepen(start, depth)
         if (start_task != spec.name and not isinstance(task, Task)) or start.config != model.config:
-            raise ValueError(f"init {init!r} is a {start_task!r} restorer with {start.config}: it cannot "
+            what = "the given network" if isinstance(init, ResidualCNN) else f"init {init!r}"
+            raise ValueError(f"{what} is a {start_task!r} restorer with {start.config}: it cannot "
                              f"warm-start a {spec.name!r} restorer with {model.config}")
         model.load_state_dict(start.state_dict())
     model = model.to(dev)

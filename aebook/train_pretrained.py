@@ -7,13 +7,16 @@ This is *the* documented command behind every shipped model::
     python -m aebook.train_pretrained denoise --set epochs=40 --device cuda   # longer, on a GPU
     python -m aebook.train_pretrained denoise --init denoise --set seed=1 --set lr=5e-4   # continue
     python -m aebook.train_pretrained denoise --init denoise --minutes 5 --set epochs=1000 --device cuda
+    python -m aebook.train_pretrained denoise --init denoise --set depth=17   # grow to 17 layers, continue
+    python -m aebook.train_pretrained kltcodec --init kltcodec --minutes 5    # continue the codec's network
 
 ``--minutes`` gives a restorer a wall-clock budget instead of a fixed number of epochs (the
 learning-rate cosine runs over elapsed time; ``epochs`` becomes an upper bound): for a lent
 GPU whose speed is not known in advance. The budget is recorded in the settings.
 
-``--init`` warm-starts a restorer from a run folder or a shipped model (continued
-training, for machines where one run cannot be long enough). The new manifest entry
+``--init`` warm-starts a restorer, or the kltcodec's decoder network, from a run folder or a
+shipped model (continued training, for machines where one run cannot be long enough); a
+start shallower than ``depth`` is grown first by :func:`aebook.restore.deepen`. The new manifest entry
 then records the starting weights' SHA-256 and, under ``init``, the entry that made
 them: the chain of commands that reproduces the shipped weights.
 

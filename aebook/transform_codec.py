@@ -196,21 +196,31 @@ def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 
                     minutes: float | None = None) -> tuple[KLTCodec, list[float]]:
     """Fit the KLT on the training photos, then train the decoder network.
 
-    The network starts from ``init`` (a shipped restorer's name or run folder of the same
-    width and at most ``depth`` layers, a shallower one grown by :func:`aebook.restore.deepen`;
-    by default the denoiser: quantisation error looks much like noise),
-    and trains with :func:`aebook.restore.train_restorer` on ``klt_damage_task``. Only
+    The network starts from ``init``: a shipped model's name or a run folder, of the same
+    width and at most ``depth`` layers (a shallower one grown by :func:`aebook.restore.deepen`).
+    That is a restorer (by default the denoiser: quantisation error looks much like noise) or
+    a kltcodec, whose own decoder network then goes on training (continued in stages).
+    It trains with :func:`aebook.restore.train_restorer` on ``klt_damage_task``. Only
     ``TRAIN_PHOTOS`` are used. Returns the codec (eval mode, on the CPU) and the loss per epoch.
     """
+    from aebook.checkpoint import read_config
     from aebook.data import TRAIN_PHOTOS, load_photo
+    from aebook.pretrained import resolve
     from aebook.restore import train_restorer
 
     if patch_size % BLOCK:
         raise ValueError(f"patch_size must be a multiple of 8, got {patch_size}")
+    start: str | ResidualCNN | None = init
+    if init is not None and read_config(resolve(init)).get("model", {}).get("model") == KLTCodec.name:
+        from aebook.codec import load_codec
+
+        previous, _ = load_codec(resolve(init))
+        assert isinstance(previous, KLTCodec) and previous.refine is not None
+        start = previous.refine  # continue that codec's own decoder network
     codec = KLTCodec(depth, width).fit_transform([load_photo(n, gray=True) for n in TRAIN_PHOTOS])
     model, losses = train_restorer(klt_damage_task(codec), epochs=epochs, n_patches=n_patches,
                                    patch_size=patch_size, depth=depth, width=width, batch_size=batch_size,
-                                   lr=lr, seed=seed, device=device, progress=progress, init=init,
+                                   lr=lr, seed=seed, device=device, progress=progress, init=start,
                                    minutes=minutes)
     codec = codec.cpu()
     assert codec.refine is not None

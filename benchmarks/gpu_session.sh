@@ -10,7 +10,8 @@
 #      17 x 32 network denoises a 512 x 512 image in about 0.9 s on the 2-core CPU
 #      (channels-last), within the CLI's 2 s. DENOISE_DEPTH=12 continues at the same size.
 #   1b. The kltcodec's decoder network trained on the GPU for KLT_MINUTES (from the (new)
-#      denoiser, as on the CPU, at KLT_DEPTH layers; python -m aebook.train_pretrained kltcodec ...).
+#      denoiser, as on the CPU, at KLT_DEPTH layers; KLT_INIT=kltcodec continues the shipped
+#      codec's own network instead; python -m aebook.train_pretrained kltcodec ...).
 #   2. benchmarks/throughput.py on the GPU, once per entry of THROUGHPUT_RUNS (by default
 #      aebook's loop at batch 64 with its step captured as a CUDA graph: the run that met
 #      chapter 5.1's goal); each run has the textbook loop at batch 64 beside it.
@@ -46,6 +47,7 @@ DENOISE_SEED=${DENOISE_SEED:-6}
 DENOISE_DEPTH=${DENOISE_DEPTH:-17}  # shipped: 12; more grows the network (aebook.restore.deepen)
 KLT_MINUTES=${KLT_MINUTES:-2.5}
 KLT_DEPTH=${KLT_DEPTH:-$DENOISE_DEPTH}  # the kltcodec's network starts from the new denoiser: as deep or deeper
+KLT_INIT=${KLT_INIT:-denoise}  # or kltcodec: continue the shipped codec's own network
 CODEC_MINUTES=${CODEC_MINUTES:-1.5}
 CODEC_PATCHES=${CODEC_PATCHES:-100000}
 CODEC_BATCH=${CODEC_BATCH:-128}  # 32 left the H100 launch-bound: 6250 steps in 65 s
@@ -75,8 +77,8 @@ timeout $(( ${DENOISE_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained d
     --set batch_size="$DENOISE_BATCH" --set seed="$DENOISE_SEED" --set lr="$DENOISE_LR" --set depth="$DENOISE_DEPTH" \
   && mkdir -p "$OUT/denoise" && cp "$root"/denoise/* "$OUT/denoise/" && cp "$root/MANIFEST.json" "$OUT/"
 
-step "kltcodec: its decoder network for $KLT_MINUTES min, from the (new) denoiser"
-timeout $(( ${KLT_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained kltcodec --root "$root" \
+step "kltcodec: its decoder network for $KLT_MINUTES min, from $KLT_INIT (as trained above)"
+timeout $(( ${KLT_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained kltcodec --init "$KLT_INIT" --root "$root" \
     --minutes "$KLT_MINUTES" --device "$DEVICE" --quiet --set epochs=100000 --set n_patches="$N_PATCHES" \
     --set batch_size="$DENOISE_BATCH" --set seed=1 --set depth="$KLT_DEPTH" \
   && mkdir -p "$OUT/kltcodec" && cp "$root"/kltcodec/* "$OUT/kltcodec/" && cp "$root/MANIFEST.json" "$OUT/"

@@ -193,3 +193,31 @@ def test_kltcodec_recipe_starts_from_the_denoiser_and_records_it(tmp_path, capsy
     codec, config = pt.pretrained("kltcodec", root=root)
     assert codec.name == "kltcodec" and config["train"]["init_sha256"] == denoiser["sha256"]
     assert codec.refine is not None and codec.model_id.startswith("kltcodec-")
+
+
+def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsys):
+    import torch
+
+    from aebook.train_pretrained import main as train_main
+
+    root = _copy_denoise(tmp_path)
+    tiny = ["--root", str(root), "--quiet", "--set", "n_patches=16", "--set", "epochs=1"]
+    assert train_main(["kltcodec", *tiny]) == 0
+    first = pt.manifest(root)["kltcodec"]
+    before, _ = pt.pretrained("kltcodec", root=root)
+    # lr = 0: continuing the kltcodec from itself keeps its decoder network exactly
+    assert train_main(["kltcodec", "--init", "kltcodec", "--set", "lr=0", *tiny]) == 0
+    entry = pt.manifest(root)["kltcodec"]
+    assert entry["init"]["sha256"] == first["sha256"] and entry["init"]["init"]["sha256"] == first["init"]["sha256"]
+    again, _ = pt.pretrained("kltcodec", root=root)
+    for key, value in before.refine.state_dict().items():
+        assert torch.equal(again.refine.state_dict()[key], value), key
+    # deeper than its start: the network is grown (same function), here from the 12-layer denoiser
+    assert train_main(["kltcodec", "--set", "depth=14", "--set", "lr=0", *tiny]) == 0
+    deeper, config = pt.pretrained("kltcodec", root=root)
+    assert config["model"]["depth"] == 14
+    x, cond = torch.rand(1, 1, 24, 24), torch.full((1, 1, 24, 24), 0.1)
+    denoiser, _, _ = aebook.pretrained("denoise", root=root)
+    with torch.no_grad():
+        assert torch.allclose(deeper.refine(x, cond), denoiser(x, cond), atol=1e-5)
+    capsys.readouterr()
