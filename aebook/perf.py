@@ -5,6 +5,8 @@
 - :func:`peak_flops`: the FLOP/s a device reaches on one large matrix product, the
   yardstick for "how close to the hardware's limit does the loop get".
 - :func:`inference_images_per_second`: images per second through a model in eval mode.
+- :func:`compare_layouts`: a restorer on one image in the default and the channels-last
+  memory layout, side by side (the engine of ``benchmarks/inference.py``).
 - :func:`textbook_loop`, :func:`aebook_loop`, :func:`compare_loops`: the same conv
   autoencoder trained on the same images by the tutorial loop (torchvision dataset,
   ``DataLoader``, per-batch ``.to(device)``) and by :func:`aebook.train.fit`; the CLI
@@ -98,6 +100,41 @@ def inference_images_per_second(model: nn.Module, x: torch.Tensor, repeats: int 
         best = min(best, time.perf_counter() - start)
     model.train(was_training)
     return len(x) / best
+
+
+def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | None = None, tile: int = 512,
+                    repeats: int = 3) -> dict[str, float]:
+    """Time :func:`aebook.restore.apply_tiled` on one ``(1, C, H, W)`` image in both memory layouts.
+
+    The default (channels-first) layout and channels-last run alternately, twice each, after a
+    warm-up of both, and each keeps its best time, so that a busy machine slows both alike.
+    Returns ``seconds_default``, ``seconds_channels_last``, their ratio ``speedup`` and
+    ``max_abs_diff``, the largest difference between the two outputs (the same computation, so
+    rounding only). The engine of ``benchmarks/inference.py``.
+    """
+    from aebook.restore import apply_tiled
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    runs = {layout: (lambda cl=(layout == "channels_last"): apply_tiled(model, image, cond, tile=tile,
+                                                                     channels_last=cl))
+            for layout in ("default", "channels_last")}
+    for fn in runs.values():  # warm-up: the first calls pay for choosing kernels
+        fn()
+    device = next(model.parameters()).device
+    seconds: dict[str, float] = {}
+    outs: dict[str, torch.Tensor] = {}
+    for _ in range(2):
+        for layout, fn in runs.items():
+            for _ in range(repeats):
+                _sync(device)
+                start = time.perf_counter()
+                outs[layout] = fn()
+                _sync(device)
+                seconds[layout] = min(time.perf_counter() - start, seconds.get(layout, float("inf")))
+    return {"seconds_default": seconds["default"], "seconds_channels_last": seconds["channels_last"],
+            "speedup": seconds["default"] / seconds["channels_last"],
+            "max_abs_diff": (outs["default"] - outs["channels_last"]).abs().max().item()}
 
 
 # --------------------------------------------------------------------------- the two training loops

@@ -1,9 +1,10 @@
 """Inference speed of the shipped restorers on a CPU: channels-last layout against the default.
 
 Both layouts run side by side in the same process on the same 512x512 image (the
-cameraman, or its colour counterpart for colour models), alternating, each timed as the
-best of ``--repeats`` calls of :func:`aebook.restore.apply_tiled` with the CLI's tile size
-(512). The claim is the ratio, and the outputs must agree (the largest difference is printed).
+cameraman, or the astronaut for colour models), alternating, each timed as the best of
+``--repeats`` calls of :func:`aebook.restore.apply_tiled` with the CLI's tile size (512), by
+:func:`aebook.perf.compare_layouts`. The claim is the ratio, and the outputs must agree (the
+largest difference is printed).
 
 Usage::
 
@@ -19,24 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
 
 from aebook.data import load_photo
 from aebook.imageio import image_to_tensor
+from aebook.perf import compare_layouts
 from aebook.pretrained import manifest, resolve
-from aebook.restore import apply_tiled, load_restorer
-
-
-def best_of(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    """Shortest wall time of ``repeats`` calls of ``fn()`` and its last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+from aebook.restore import load_restorer
 
 
 def main() -> None:
@@ -61,25 +52,11 @@ def main() -> None:
         img = load_photo("camera" if gray else "astronaut", gray=gray)[: args.size, : args.size]
         x = image_to_tensor(img)
         cond = torch.full((1, model.cond_channels, *x.shape[-2:]), 0.1) if model.cond_channels else None
-        run = {layout: (lambda cl=(layout == "channels_last"): apply_tiled(model, x, cond, tile=args.tile,
-                                                                         channels_last=cl))
-               for layout in ("default", "channels_last")}
-        for fn in run.values():  # warm-up: first calls pay for oneDNN's kernel choice
-            fn()
-        seconds, outs = {}, {}
-        for _ in range(2):  # alternate the layouts so a busy machine slows both alike
-            for layout, fn in run.items():
-                t, outs[layout] = best_of(fn, args.repeats)
-                seconds[layout] = min(t, seconds.get(layout, float("inf")))
-        diff = (outs["default"] - outs["channels_last"]).abs().max().item()
-        results[name] = {"task": task, "depth": model.config["depth"], "width": model.config["width"],
-                         "seconds_default": round(seconds["default"], 4),
-                         "seconds_channels_last": round(seconds["channels_last"], 4),
-                         "speedup": round(seconds["default"] / seconds["channels_last"], 3),
-                         "max_abs_diff": diff}
-        print(f"{name:10s} {x.shape[-2]}x{x.shape[-1]}: default {seconds['default']:.3f} s, channels-last "
-              f"{seconds['channels_last']:.3f} s -> {seconds['default'] / seconds['channels_last']:.2f}x "
-              f"(outputs differ by at most {diff:.1e})", flush=True)
+        r = compare_layouts(model, x, cond, tile=args.tile, repeats=args.repeats)
+        results[name] = {"task": task, "depth": model.config["depth"], "width": model.config["width"], **r}
+        print(f"{name:10s} {x.shape[-2]}x{x.shape[-1]}: default {r['seconds_default']:.3f} s, channels-last "
+              f"{r['seconds_channels_last']:.3f} s -> {r['speedup']:.2f}x "
+              f"(outputs differ by at most {r['max_abs_diff']:.1e})", flush=True)
     if args.json:
         print(json.dumps({"benchmark": "inference", "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "machine": platform.processor() or platform.machine(), "size": args.size,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from aebook.models import build_model
-from aebook.perf import (DecoderSweepAutoencoder, compare_loops, decoder_sweep, forward_flops,
+from aebook.perf import (DecoderSweepAutoencoder, compare_layouts, compare_loops, decoder_sweep, forward_flops,
                          inference_images_per_second, latent_sweep, peak_flops, training_flops_per_image,
                          write_mnist_layout)
 
@@ -110,3 +110,28 @@ def test_sweeps_return_one_row_per_setting() -> None:
     rows = decoder_sweep((1, 2), (8, 16), train, test, latent_dim=4, epochs=1)
     assert [(r["depth"], r["width"]) for r in rows] == [(1, 8), (1, 16), (2, 8), (2, 16)]
     assert rows[0]["decoder_params"] < rows[1]["decoder_params"] < rows[3]["decoder_params"]
+
+
+def test_compare_layouts_times_both_and_checks_they_agree() -> None:
+    from aebook.restore import ResidualCNN
+
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 1, depth=3, width=8)
+    nn.init.normal_(model.body[-1].weight, std=0.1)
+    r = compare_layouts(model, torch.rand(1, 1, 80, 90), torch.full((1, 1, 80, 90), 0.1), tile=64, repeats=1)
+    assert r["seconds_default"] > 0 and r["seconds_channels_last"] > 0
+    assert r["speedup"] == pytest.approx(r["seconds_default"] / r["seconds_channels_last"])
+    assert 0 <= r["max_abs_diff"] < 1e-5
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        compare_layouts(model, torch.rand(1, 1, 8, 8), repeats=0)
+
+
+def test_inference_script_prints_json_last() -> None:
+    script = str(ROOT / "benchmarks" / "inference.py")
+    out = subprocess.run([sys.executable, script, "denoise", "--size", "64", "--tile", "64", "--repeats", "1",
+                          "--threads", "1", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(result["models"]) == ["denoise"] and result["models"]["denoise"]["speedup"] > 0
+    assert result["models"]["denoise"]["max_abs_diff"] < 1e-5
+    bad = subprocess.run([sys.executable, script, "sharpen"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a shipped restorer: sharpen" in bad.stderr
