@@ -369,7 +369,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
                    init: str | ResidualCNN | None = None,
-                   minutes: float | None = None) -> tuple[ResidualCNN, list[float]]:
+                   minutes: float | None = None, warmup: float = 0.0) -> tuple[ResidualCNN, list[float]]:
     """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
@@ -389,9 +389,16 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     known in advance (a lent GPU): the learning rate follows the same cosine, but over the
     elapsed fraction of the budget, and training stops when the budget is spent (``epochs``
     is then only an upper bound). The result then depends on the machine's speed.
+
+    ``warmup`` (a fraction of training, 0 to 1) ramps the learning rate up linearly from 0
+    over that first part of the steps (or of the time budget), then follows the cosine. For
+    warm starts: Adam's first steps move every weight by about ``lr`` whatever its gradient,
+    which knocks a trained network off its optimum before the run can start to improve it.
     """
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
+    if not 0.0 <= warmup <= 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1], got {warmup}")
     from tqdm.auto import tqdm
 
     from aebook.data import photo_patches
@@ -424,17 +431,22 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     use_amp = dev.type == "cuda"
     losses = []
     start, budget = time.perf_counter(), None if minutes is None else 60.0 * minutes
+    step = 0
     for _ in tqdm(range(epochs), desc=f"training {spec.name}", disable=not progress):
         order = torch.randperm(n_patches, generator=gen, device=dev)
         total = torch.zeros((), device=dev)
         seen = 0
         for i in range(0, n_patches, batch_size):
-            if budget is not None:  # the cosine over elapsed time; stop when the budget is spent
-                frac = (time.perf_counter() - start) / budget
-                if frac >= 1:
+            if budget is not None or warmup > 0:  # the cosine by hand: over elapsed time or steps
+                frac = (time.perf_counter() - start) / budget if budget is not None else step / steps
+                if frac >= 1:  # the time budget is spent
                     break
+                rate = lr / 50 + (lr - lr / 50) * (1 + math.cos(math.pi * frac)) / 2
+                if frac < warmup:
+                    rate *= frac / warmup
                 for group in opt.param_groups:
-                    group["lr"] = lr / 50 + (lr - lr / 50) * (1 + math.cos(math.pi * frac)) / 2
+                    group["lr"] = rate
+            step += 1
             target = clean[order[i : i + batch_size]]
             damaged, cond = spec.make(target, gen)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -446,7 +458,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if budget is None:
+            if budget is None and warmup == 0:
                 sched.step()
             total += loss.detach() * len(target)
             seen += len(target)

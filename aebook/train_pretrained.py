@@ -47,7 +47,7 @@ from aebook.pretrained import PRETRAINED_DIR
 
 #: name -> (kind, keyword arguments). Small networks (12 x 32 channels) so that a
 #: 512 x 512 image is restored in well under a second on a laptop CPU.
-RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0)
+RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0, warmup=0.0)
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14)),
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
@@ -57,7 +57,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "codec": ("codec", dict(n_patches=6000, patch_size=32, epochs=6, latent_channels=8, lmbda=0.004,
                             batch_size=8, lr=2e-3, seed=0)),
     "kltcodec": ("kltcodec", dict(n_patches=16000, patch_size=40, epochs=4, depth=12, width=32, batch_size=32,
-                                  lr=3e-4, seed=0)),
+                                  lr=3e-4, seed=0, warmup=0.0)),
 }
 
 

@@ -193,7 +193,7 @@ def klt_damage_task(codec: KLTCodec, steps: tuple[float, float] | None = None) -
 def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 4, depth: int = 12,
                     width: int = 32, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
                     device: str = "auto", progress: bool = False, init: str | None = "denoise",
-                    minutes: float | None = None) -> tuple[KLTCodec, list[float]]:
+                    minutes: float | None = None, warmup: float = 0.0) -> tuple[KLTCodec, list[float]]:
     """Fit the KLT on the training photos, then train the decoder network.
 
     The network starts from ``init``: a shipped model's name or a run folder, of the same
@@ -221,7 +221,7 @@ def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 
     model, losses = train_restorer(klt_damage_task(codec), epochs=epochs, n_patches=n_patches,
                                    patch_size=patch_size, depth=depth, width=width, batch_size=batch_size,
                                    lr=lr, seed=seed, device=device, progress=progress, init=start,
-                                   minutes=minutes)
+                                   minutes=minutes, warmup=warmup)
     codec = codec.cpu()
     assert codec.refine is not None
     codec.refine.load_state_dict(model.cpu().state_dict())

@@ -269,3 +269,23 @@ def test_default_overlap_covers_a_deep_networks_receptive_field():
         whole = deep(x)
     assert torch.allclose(apply_tiled(deep, x, tile=96), whole, atol=1e-5)
     assert not torch.allclose(apply_tiled(deep, x, tile=96, overlap=24), whole, atol=1e-3)
+
+
+def test_warmup_starts_the_learning_rate_at_zero(tmp_path):
+    from aebook.restore import save_restorer
+
+    torch.manual_seed(0)
+    start = ResidualCNN(1, 1, depth=3, width=4)
+    torch.nn.init.normal_(start.body[-1].weight, std=0.1)
+    run = save_restorer(tmp_path / "start", start, "denoise", [])
+    one_step = dict(epochs=1, n_patches=8, patch_size=12, depth=3, width=4, batch_size=8, lr=0.1,
+                    init=str(run), device="cpu", progress=False)
+    warmed, _ = train_restorer("denoise", warmup=0.5, **one_step)  # its only step has a learning rate of 0
+    moved, _ = train_restorer("denoise", **one_step)
+    for key, value in start.state_dict().items():
+        assert torch.equal(warmed.state_dict()[key], value), key
+    assert any(not torch.equal(moved.state_dict()[k], v) for k, v in start.state_dict().items())
+    two_steps, _ = train_restorer("denoise", warmup=0.5, **{**one_step, "n_patches": 16})  # then it rises
+    assert any(not torch.equal(two_steps.state_dict()[k], v) for k, v in start.state_dict().items())
+    with pytest.raises(ValueError, match="warmup must be a fraction"):
+        train_restorer("denoise", warmup=2.0, **one_step)

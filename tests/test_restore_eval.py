@@ -90,3 +90,22 @@ def test_bad_input():
     with pytest.raises(ValueError, match="unknown reference method"):
         ev.table(reference="nope")
     assert isinstance(ev.damages["a"], Damaged)
+
+
+def test_denoise_eval_script_compares_models_with_bm3d(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "denoise_eval.py")
+    out = subprocess.run([sys.executable, script, "denoise", "--crop", "48", "--sigmas", "25", "50", "--bm3d",
+                          "--threads", "1", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["psnr"]) == {"denoise", "BM3D"} and set(result["psnr"]["denoise"]) == {"25", "50"}
+    assert result["psnr"]["denoise"]["25"] > result["psnr"]["denoise"]["50"]  # more noise, lower PSNR
+    gain = result["gain_over_bm3d"]["denoise"]["25"]
+    assert gain == pytest.approx(result["psnr"]["denoise"]["25"] - result["psnr"]["BM3D"]["25"], abs=1e-3)
+    for bad, message in ((["upscale2"], "not a denoiser"), ([str(tmp_path)], "config.json is missing")):
+        run = subprocess.run([sys.executable, script, *bad], capture_output=True, text=True)
+        assert run.returncode == 2 and message in run.stderr and run.stdout == ""
