@@ -5,8 +5,9 @@
 - :func:`peak_flops`: the FLOP/s a device reaches on one large matrix product, the
   yardstick for "how close to the hardware's limit does the loop get".
 - :func:`inference_images_per_second`: images per second through a model in eval mode.
-- :func:`compare_layouts`: a restorer on one image in the default and the channels-last
-  memory layout, side by side (the engine of ``benchmarks/inference.py``).
+- :func:`compare_layouts`, :func:`shipped_layouts`, :func:`shipped_layouts_in_new_process`:
+  a restorer on one image in the default and the channels-last memory layout, side by side,
+  in this process or a new one (the engine of ``benchmarks/inference.py``).
 - :func:`textbook_loop`, :func:`aebook_loop`, :func:`compare_loops`: the same conv
   autoencoder trained on the same images by the tutorial loop (torchvision dataset,
   ``DataLoader``, per-batch ``.to(device)``) and by :func:`aebook.train.fit`; the CLI
@@ -135,6 +136,47 @@ def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | 
     return {"seconds_default": seconds["default"], "seconds_channels_last": seconds["channels_last"],
             "speedup": seconds["default"] / seconds["channels_last"],
             "max_abs_diff": (outs["default"] - outs["channels_last"]).abs().max().item()}
+
+
+#: Environment for a process whose glibc allocator keeps freed memory instead of handing it
+#: back to the system at once (bytes): large tensors are then reused, not fetched again.
+GLIBC_KEEP_MEMORY: dict[str, str] = {"MALLOC_TOP_PAD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                                     "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+
+
+def shipped_layouts(name: str = "denoise", size: int = 512, repeats: int = 3) -> dict[str, float]:
+    """:func:`compare_layouts` for a shipped restorer on the ``size x size`` corner of the
+    cameraman (the astronaut for a colour model), with the CLI's tile (512) and, for a
+    condition channel, a constant 0.1 (the noise level 25.5 for the denoiser)."""
+    from aebook.data import load_photo
+    from aebook.imageio import image_to_tensor
+    from aebook.pretrained import pretrained
+
+    model, _, _ = pretrained(name)
+    gray = model.channels == 1
+    x = image_to_tensor(load_photo("camera" if gray else "astronaut", gray=gray)[:size, :size])
+    cond = torch.full((1, model.cond_channels, *x.shape[-2:]), 0.1) if model.cond_channels else None
+    return compare_layouts(model, x, cond, tile=512, repeats=repeats)
+
+
+def shipped_layouts_in_new_process(name: str = "denoise", size: int = 512, repeats: int = 3,
+                                   env: dict[str, str] | None = None) -> dict[str, float]:
+    """:func:`shipped_layouts` run in a new Python process (as the CLI runs), with ``env`` added
+    to its environment (e.g. :data:`GLIBC_KEEP_MEMORY`): a long-running process, such as a
+    notebook's kernel, has its memory allocator in another state."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from aebook.perf import shipped_layouts; "
+            "print(json.dumps(shipped_layouts(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}  # as many threads as this process
+    out = subprocess.run([sys.executable, "-c", code, name, str(size), str(repeats)], capture_output=True,
+                         text=True, env={**os.environ, **threads, **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f"the timing process failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- the two training loops

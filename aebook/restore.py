@@ -256,9 +256,10 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
     no seams, and memory bounded by the tile size whatever the image size.
 
     ``channels_last`` runs the network in the channels-last memory layout; the default
-    (None) does so on a CPU, where oneDNN's convolutions handle it about twice as fast
-    (``benchmarks/inference.py`` measures it side by side). The model is handed back in
-    the layout it came in; the result is the same either way.
+    (None) does so on a CPU, where oneDNN's convolutions run faster in it (1.6-2x in a new
+    process; less where the allocator keeps freed memory: ``benchmarks/inference.py`` and
+    chapter 5.1 measure it side by side). The model is handed back in the layout it came in;
+    the result is the same either way.
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image (1, C, H, W), got {tuple(image.shape)}")

@@ -7,8 +7,8 @@
 #      DENOISE_DEPTH (17, DnCNN's depth) above the shipped 12 layers grows the network first
 #      (aebook.restore.deepen: new layers start as the identity, so training starts from the
 #      shipped function); stages 5 and 6 on 12 layers gained only +0.04 and +0.02 dB, and a
-#      17 x 32 network denoises a 512 x 512 image in about 0.9 s on the 2-core CPU
-#      (channels-last), within the CLI's 2 s. DENOISE_DEPTH=12 continues at the same size.
+#      17 x 32 network denoises a 512 x 512 image in 0.72 s on the 2-core CPU
+#      (aebook denoise), within the CLI's 2 s. DENOISE_DEPTH=12 continues at the same size.
 #      The learning rate ramps up over the first WARMUP (5%) of the budget: without it, Adam's
 #      first steps knock the trained network far off its optimum and part of the budget goes
 #      to climbing back. Measured on the 2-core CPU (1 minute, 17 layers grown from the shipped

@@ -3,8 +3,9 @@
 Both layouts run side by side in the same process on the same 512x512 image (the
 cameraman, or the astronaut for colour models), alternating, each timed as the best of
 ``--repeats`` calls of :func:`aebook.restore.apply_tiled` with the CLI's tile size (512), by
-:func:`aebook.perf.compare_layouts`. The claim is the ratio, and the outputs must agree (the
-largest difference is printed).
+:func:`aebook.perf.shipped_layouts`. The claim is the ratio, and the outputs must agree (the
+largest difference is printed). The ratio depends on the state of the memory allocator: this
+script is a new process, as the CLI is; chapter 5.1 measures how much of the gap is memory.
 
 Usage::
 
@@ -23,9 +24,7 @@ import platform
 
 import torch
 
-from aebook.data import load_photo
-from aebook.imageio import image_to_tensor
-from aebook.perf import compare_layouts
+from aebook.perf import shipped_layouts
 from aebook.pretrained import manifest, resolve
 from aebook.restore import load_restorer
 
@@ -35,7 +34,6 @@ def main() -> None:
     restorers = [n for n, e in manifest().items() if e["kind"] == "restorer"]
     parser.add_argument("models", nargs="*", default=restorers, help=f"shipped restorers (default: {restorers})")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
-    parser.add_argument("--tile", type=int, default=512, help="tile size, as in the CLI (default 512)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -48,19 +46,15 @@ def main() -> None:
     results = {}
     for name in args.models:
         model, task, _ = load_restorer(resolve(name))
-        gray = model.channels == 1
-        img = load_photo("camera" if gray else "astronaut", gray=gray)[: args.size, : args.size]
-        x = image_to_tensor(img)
-        cond = torch.full((1, model.cond_channels, *x.shape[-2:]), 0.1) if model.cond_channels else None
-        r = compare_layouts(model, x, cond, tile=args.tile, repeats=args.repeats)
+        r = shipped_layouts(name, args.size, args.repeats)
         results[name] = {"task": task, "depth": model.config["depth"], "width": model.config["width"], **r}
-        print(f"{name:10s} {x.shape[-2]}x{x.shape[-1]}: default {r['seconds_default']:.3f} s, channels-last "
+        print(f"{name:10s} {args.size}x{args.size}: default {r['seconds_default']:.3f} s, channels-last "
               f"{r['seconds_channels_last']:.3f} s -> {r['speedup']:.2f}x "
               f"(outputs differ by at most {r['max_abs_diff']:.1e})", flush=True)
     if args.json:
         print(json.dumps({"benchmark": "inference", "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "machine": platform.processor() or platform.machine(), "size": args.size,
-                          "tile": args.tile, "models": results}))
+                          "tile": 512, "models": results}))
 
 
 if __name__ == "__main__":

@@ -205,3 +205,21 @@ def test_one_image_check_for_files_tensors_and_jpeg(tmp_path):
         with pytest.raises(ValueError, match=message):
             jpeg_roundtrip(bad)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_program_keeps_freed_memory_and_the_library_does_not():
+    import platform
+
+    # In a separate process: mallopt changes the whole process.
+    applied = subprocess.run([sys.executable, "-c", "from aebook.runtime import keep_freed_memory as k; "
+                              "print(k(), k())"], capture_output=True, text=True, check=True).stdout.split()
+    assert applied == (["True", "True"] if platform.libc_ver()[0] == "glibc" else ["False", "False"])
+    script = ("import sys, aebook.runtime as rt\n"
+              "calls = []\n"
+              "rt.keep_freed_memory = lambda: calls.append(1) or True\n"
+              "from aebook.cli import main\n"
+              "sys.argv = ['aebook', 'evaluate', '/nonexistent/run']\n"
+              "main(sys.argv[1:]); print(len(calls))\n"
+              "main(); print(len(calls))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.split()[-2:] == ["0", "1"], out.stderr  # only as a program (argv None)

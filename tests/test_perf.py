@@ -128,7 +128,7 @@ def test_compare_layouts_times_both_and_checks_they_agree() -> None:
 
 def test_inference_script_prints_json_last() -> None:
     script = str(ROOT / "benchmarks" / "inference.py")
-    out = subprocess.run([sys.executable, script, "denoise", "--size", "64", "--tile", "64", "--repeats", "1",
+    out = subprocess.run([sys.executable, script, "denoise", "--size", "64", "--repeats", "1",
                           "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert list(result["models"]) == ["denoise"] and result["models"]["denoise"]["speedup"] > 0
