@@ -12,8 +12,8 @@
 #      The learning rate ramps up over the first WARMUP (5%) of the budget: without it, Adam's
 #      first steps knock the trained network far off its optimum and part of the budget goes
 #      to climbing back. Measured on the 2-core CPU (1 minute, 17 layers grown from the shipped
-#      30.57 dB at sigma 25, lr 5e-4, batch 64, seed 11; benchmarks/denoise_eval.py): 29.51 dB
-#      after it without warm-up, 30.54 with --set warmup=0.2.
+#      30.57 dB at sigma 25: train_restorer with lr 5e-4, batch 64, seed 11, scored by
+#      benchmarks/denoise_eval.py): 29.51 dB after it without warm-up, 30.54 with warmup=0.2.
 #   1b. The kltcodec's decoder network trained on the GPU for KLT_MINUTES (from the (new)
 #      denoiser, as on the CPU, at KLT_DEPTH layers; KLT_INIT=kltcodec continues the shipped
 #      codec's own network instead; python -m aebook.train_pretrained kltcodec ...).
