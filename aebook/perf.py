@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from aebook.models import Autoencoder, build_model, count_parameters
+from aebook.runtime import KEEP_THRESHOLD, KEEP_TOP_PAD
 from aebook.summary import _sync
 
 
@@ -139,9 +140,11 @@ def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | 
 
 
 #: Environment for a process whose glibc allocator keeps freed memory instead of handing it
-#: back to the system at once (bytes): large tensors are then reused, not fetched again.
-GLIBC_KEEP_MEMORY: dict[str, str] = {"MALLOC_TOP_PAD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                                     "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+#: back to the system at once: :func:`aebook.runtime.keep_freed_memory`'s settings, given
+#: before start-up. Large tensors are then reused, not fetched again.
+GLIBC_KEEP_MEMORY: dict[str, str] = {"MALLOC_TOP_PAD_": str(KEEP_TOP_PAD),
+                                     "MALLOC_TRIM_THRESHOLD_": str(KEEP_THRESHOLD),
+                                     "MALLOC_MMAP_THRESHOLD_": str(KEEP_THRESHOLD)}
 
 
 def shipped_layouts(name: str = "denoise", size: int = 512, repeats: int = 3) -> dict[str, float]:

@@ -84,7 +84,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def keep_freed_memory(top_pad: int = 256 << 20, threshold: int = 1 << 30) -> bool:
+#: :func:`keep_freed_memory`'s defaults (bytes): heap padding, and the mmap and trim thresholds.
+KEEP_TOP_PAD, KEEP_THRESHOLD = 256 << 20, 1 << 30
+
+
+def keep_freed_memory(top_pad: int = KEEP_TOP_PAD, threshold: int = KEEP_THRESHOLD) -> bool:
     """Tell glibc's allocator to keep freed memory for reuse instead of returning it at once.
 
     By default glibc serves every large block (a convolution's activations) with fresh pages

@@ -211,10 +211,10 @@ def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 
     if patch_size % BLOCK:
         raise ValueError(f"patch_size must be a multiple of 8, got {patch_size}")
     start: str | ResidualCNN | None = init
-    if init is not None and read_config(resolve(init)).get("model", {}).get("model") == KLTCodec.name:
+    if init is not None and read_config(path := resolve(init)).get("model", {}).get("model") == KLTCodec.name:
         from aebook.codec import load_codec
 
-        previous, _ = load_codec(resolve(init))
+        previous, _ = load_codec(path)
         assert isinstance(previous, KLTCodec) and previous.refine is not None
         start = previous.refine  # continue that codec's own decoder network
     codec = KLTCodec(depth, width).fit_transform([load_photo(n, gray=True) for n in TRAIN_PHOTOS])
