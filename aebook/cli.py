@@ -236,7 +236,7 @@ def cmd_train_restorer(args: argparse.Namespace) -> dict:
 def cmd_restore(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from aebook.imageio import read_image, write_image
+    from aebook.imageio import read_image, read_image_bits, write_image
     from aebook.pretrained import resolve
     from aebook.restore import load_restorer, restore_image
     from aebook.runtime import pick_device
@@ -245,7 +245,7 @@ def cmd_restore(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()  # after the imports: the JSON reports the work itself
     task = f"upscale{args.scale}" if args.command == "upscale" else args.command
-    img = read_image(args.input)
+    img, bits = read_image_bits(args.input)
     mask = None
     if task == "inpaint":
         m = read_image(args.mask)
@@ -259,9 +259,11 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     with torch_inference():
         out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask, tile=args.tile,
                             ensemble=args.ensemble)
-    write_image(args.output, out)
+    # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
+    keep16 = bits == 16 and np.asarray(out).ndim == 2 and str(args.output).lower().endswith(".png")
+    write_image(args.output, out, bits=16 if keep16 else 8)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
-            "mode": "RGB" if np.asarray(out).ndim == 3 else "L", "seconds": round(time.perf_counter() - start, 3)}
+            "mode": "RGB" if np.asarray(out).ndim == 3 else "L", "bits": 16 if keep16 else 8, "seconds": round(time.perf_counter() - start, 3)}
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,

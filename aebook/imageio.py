@@ -19,6 +19,10 @@ import torch
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as float32 in [0, 1]; grayscale stays 2-D, everything else becomes RGB.
 
+    The pixels are as a viewer shows them: a JPEG's EXIF orientation is applied. 16-bit
+    grayscale PNGs are scaled by 65535 (not cut to 8 bits); an alpha channel is dropped
+    (``LA`` stays grayscale). :func:`read_image_bits` also gives the file's sample depth.
+
     Raises
     ------
     FileNotFoundError
@@ -26,7 +30,22 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     ValueError
         The file is not an image Pillow can read.
     """
-    from PIL import Image, UnidentifiedImageError
+    return read_image_bits(path)[0]
+
+
+#: Pillow modes read as grayscale, and the full-scale value of each one's samples.
+_GRAY_SCALE = {"1": 255.0, "L": 255.0, "LA": 255.0, "La": 255.0, "I": 65535.0, "I;16": 65535.0,
+               "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
+
+
+def read_image_bits(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """:func:`read_image` and the bits per sample of the file: 16 for a 16-bit grayscale PNG, else 8.
+
+    Pillow opens 16-bit grayscale as mode ``I;16`` (or ``I``); those samples are divided by
+    65535. Converting them to 8-bit ``L`` instead would clip every value above 255 to white.
+    Mode ``F`` (floating-point TIFF) is taken as already in [0, 1] and clipped.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -34,11 +53,31 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            gray = im.mode in ("1", "L", "I", "I;16", "F") or (im.mode == "P" and _palette_is_gray(im))
-            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0
+            return pil_to_array(ImageOps.exif_transpose(im))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
-    return arr
+
+
+def pil_to_array(im, gray: bool | None = None) -> tuple[np.ndarray, int]:
+    """A Pillow image as float32 in [0, 1] and its bits per sample (16 or 8): the one conversion
+    behind :func:`read_image` and the folder datasets.
+
+    ``gray=None`` keeps the image's own kind (grayscale 2-D, anything else RGB), ``True`` makes
+    it grayscale (Pillow's ITU-R 601 luma), ``False`` RGB. 16-bit grayscale is divided by 65535.
+    """
+    scale = _GRAY_SCALE.get(im.mode)
+    if scale is None and im.mode in ("P", "PA") and _palette_is_gray(im):
+        scale = 255.0
+    if scale is None:
+        arr, bits = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0, 8
+    elif scale == 255.0:
+        arr, bits = np.asarray(im.convert("L"), dtype=np.float32) / 255.0, 8
+    else:
+        raw = np.asarray(im if im.mode in ("I", "F") else im.convert("I"), dtype=np.float64)
+        arr, bits = np.clip(raw / scale, 0.0, 1.0).astype(np.float32), 16 if scale > 1 else 8
+    if gray is False and arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return arr, bits
 
 
 def _palette_is_gray(im) -> bool:
@@ -46,15 +85,28 @@ def _palette_is_gray(im) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
-def write_image(path: str | os.PathLike[str], img: np.ndarray) -> Path:
-    """Write a float image in [0, 1] to ``path`` atomically; the suffix picks the format (.png, .jpg ...)."""
+def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) -> Path:
+    """Write a float image in [0, 1] to ``path`` atomically; the suffix picks the format (.png, .jpg ...).
+
+    ``bits=16`` writes a 16-bit PNG (grayscale only, as Pillow writes them), e.g. to keep
+    the depth of a 16-bit input; every other format stores 8 bits per sample.
+    """
     from PIL import Image
 
     path = Path(path)
-    arr = to_uint8(img)
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image format for {path.name}: use .png or .jpg")
+    if bits == 16:
+        arr16 = check_image(img)
+        if fmt != "PNG" or arr16.ndim != 2:
+            raise ValueError(f"16-bit output needs a grayscale image and a .png file, not {path.name} "
+                             f"({'colour' if arr16.ndim == 3 else 'grayscale'})")
+        arr = np.clip(np.round(arr16.astype(np.float64) * 65535), 0, 65535).astype(np.uint16)
+    else:
+        arr = to_uint8(img)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
     pil = Image.fromarray(arr)

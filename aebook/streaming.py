@@ -138,11 +138,13 @@ class ImageFolderPatches(IterableDataset):
         return self.samples_per_epoch // num_shards
 
     def _load(self, path: Path) -> np.ndarray:
-        from PIL import Image
+        from PIL import Image, ImageOps
+
+        from aebook.imageio import pil_to_array
 
         try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("L" if self.gray else "RGB"), dtype=np.float32) / 255.0
+            with Image.open(path) as im:  # 16-bit grayscale at its scale, EXIF orientation applied
+                return pil_to_array(ImageOps.exif_transpose(im), gray=self.gray)[0]
         except OSError as err:
             raise ValueError(f"cannot read image {path}: {err}") from None
 

@@ -207,6 +207,73 @@ def test_one_image_check_for_files_tensors_and_jpeg(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_files_are_read_as_a_viewer_shows_them(tmp_path):
+    """16-bit grayscale keeps its scale (Pillow's own 8-bit conversion would clip it to white),
+    alpha is dropped without turning grayscale into colour, and EXIF orientation is applied."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from aebook.imageio import read_image, read_image_bits, write_image
+
+    ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    img, bits = read_image_bits(tmp_path / "g16.png")
+    assert bits == 16 and img.dtype == np.float32
+    assert np.abs(img - ramp / 65535).max() < 1e-6 and (img == 1).mean() < 0.01
+    # written back at 16 bits, it round-trips exactly; at 8 bits it is the same image rounded
+    write_image(tmp_path / "back16.png", img, bits=16)
+    assert Image.open(tmp_path / "back16.png").mode.startswith("I") and np.array_equal(
+        np.asarray(Image.open(tmp_path / "back16.png")), ramp)
+    write_image(tmp_path / "back8.png", img)
+    assert read_image_bits(tmp_path / "back8.png")[1] == 8
+    assert np.abs(read_image(tmp_path / "back8.png") - img).max() <= 0.5 / 255 + 1e-6
+    for bad, message in [(tmp_path / "x.jpg", "16-bit output needs"), (tmp_path / "x.png", "16-bit output needs")]:
+        with pytest.raises(ValueError, match=message):
+            write_image(bad, np.zeros((4, 4, 3)) if bad.suffix == ".png" else img, bits=16)
+    with pytest.raises(ValueError, match="bits must be 8 or 16"):
+        write_image(tmp_path / "x.png", img, bits=12)
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.jpg").exists()
+
+    gray = (ramp >> 8).astype(np.uint8)
+    Image.fromarray(np.stack([gray, np.full_like(gray, 128)], axis=2), mode="LA").save(tmp_path / "la.png")
+    assert read_image(tmp_path / "la.png").shape == (48, 64)
+    rgba = np.dstack([gray, gray // 2, gray // 3, np.full_like(gray, 255)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    assert read_image(tmp_path / "rgba.png").shape == (48, 64, 3)
+    Image.fromarray(gray).convert("P").save(tmp_path / "p_gray.png")  # a palette of grays is grayscale
+    assert read_image(tmp_path / "p_gray.png").shape == (48, 64)
+    Image.fromarray(rgba[:, :, :3]).convert("P").save(tmp_path / "p_colour.png")
+    assert read_image(tmp_path / "p_colour.png").shape == (48, 64, 3)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
+    Image.fromarray(gray).save(tmp_path / "turned.jpg", exif=exif)
+    assert read_image(tmp_path / "turned.jpg").shape == (64, 48)
+    Image.fromarray(gray).save(tmp_path / "plain.jpg")
+    assert read_image(tmp_path / "plain.jpg").shape == (48, 64)
+
+
+def test_denoise_keeps_a_16_bit_input_at_16_bits(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from aebook.data import load_photo
+    from aebook.imageio import read_image_bits
+
+    clean = load_photo("camera", gray=True)[200:264, 200:280].astype(np.float64)
+    noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape)
+    Image.fromarray(np.clip(np.round(noisy * 65535), 0, 65535).astype(np.uint16)).save(tmp_path / "n16.png")
+    assert main(["denoise", str(tmp_path / "n16.png"), str(tmp_path / "d16.png"), "--sigma", "25"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bits"] == 16
+    out, bits = read_image_bits(tmp_path / "d16.png")
+    assert bits == 16 and out.shape == clean.shape
+    mse = lambda a: float(np.mean((a - clean) ** 2))
+    assert mse(out) < mse(np.clip(noisy, 0, 1)) / 3  # denoised on the right scale, not clipped to white
+    assert main(["denoise", str(tmp_path / "n16.png"), str(tmp_path / "d8.jpg"), "--sigma", "25"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bits"] == 8  # JPEG holds 8 bits
+
+
 def test_the_program_keeps_freed_memory_and_the_library_does_not():
     import platform
 

@@ -90,3 +90,16 @@ def test_folder_dataset(tmp_path):
         load_dataset("folder", data_dir=tmp_path)
     with pytest.raises(ValueError, match="needs data_dir"):
         load_dataset("folder")
+
+
+def test_folder_dataset_reads_16_bit_grayscale_at_its_scale(tmp_path):
+    """A folder of 16-bit grayscale PNGs (common in microscopy and medicine) is not clipped to white."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 30000, (40, 50), dtype=np.uint16)).save(tmp_path / f"{i}.png")
+    data = load_dataset("folder", data_dir=tmp_path, image_size=16)
+    values = torch.cat([data.train, data.test])
+    assert data.shape == (1, 16, 16)
+    assert 0.1 < values.mean().item() < 0.35 and values.max().item() < 0.5  # about 15000/65535, not 1

@@ -75,3 +75,12 @@ def test_bad_settings(folder):
         ImageFolderPatches(folder, patch_size=0)
     with pytest.raises(ValueError, match="at least"):
         list(ImageFolderPatches(folder, patch_size=64, samples_per_epoch=4))
+
+
+def test_16_bit_grayscale_patches_keep_their_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(1000, 20000, (32, 32), dtype=np.uint16)).save(tmp_path / f"{i}.png")
+    patches = torch.stack(list(ImageFolderPatches(tmp_path, patch_size=8, samples_per_epoch=6)))
+    assert patches.shape[1:] == (1, 8, 8)
+    assert 1000 / 65535 - 1e-6 <= patches.min().item() and patches.max().item() <= 20000 / 65535 + 1e-6
