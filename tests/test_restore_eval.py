@@ -109,3 +109,36 @@ def test_denoise_eval_script_compares_models_with_bm3d(tmp_path):
     for bad, message in ((["upscale2"], "not a denoiser"), ([str(tmp_path)], "config.json is missing")):
         run = subprocess.run([sys.executable, script, *bad], capture_output=True, text=True)
         assert run.returncode == 2 and message in run.stderr and run.stdout == ""
+
+
+def test_local_contrast_is_zero_on_flat_and_high_on_texture():
+    from aebook.restore_eval import local_contrast
+
+    flat = np.full((20, 20), 0.4)
+    checks = (np.indices((20, 20)).sum(axis=0) % 2).astype(float)
+    assert np.allclose(local_contrast(flat), 0, atol=1e-7)
+    assert local_contrast(checks)[5:15, 5:15].min() > 0.45  # a +-0.5 checkerboard: std about 0.5
+    assert local_contrast(np.dstack([checks] * 3)).shape == (20, 20)
+    with pytest.raises(ValueError, match="window"):
+        local_contrast(flat, window=1)
+
+
+def test_gain_by_contrast_finds_where_a_method_wins():
+    from aebook.restore_eval import gain_by_contrast
+
+    rng = np.random.default_rng(0)
+    clean = np.full((32, 32), 0.5)
+    clean[:, 16:] = rng.random((32, 16))  # left half flat, right half busy
+    noise = rng.normal(0, 1, clean.shape)
+    # "flat-first" is exact on the flat half and poor on the busy half; "even" errs alike everywhere
+    flat_first = clean + np.where(np.arange(32) < 12, 0.0, 0.1) * noise
+    methods = {"flat-first": lambda d: flat_first, "even": lambda d: clean + 0.05 * noise}
+    ev = evaluate_methods({"x": clean}, lambda img, seed: Damaged(img, img + 0.1), methods)
+    gains = gain_by_contrast(ev, "flat-first", "even", bins=2)["x"]
+    assert gains[0] > 0 > gains[1]  # wins on the flattest half, loses on the busiest
+    assert np.allclose(gain_by_contrast(ev, "even", "flat-first", bins=2)["x"], [-g for g in gains])
+    assert len(gain_by_contrast(ev, "flat-first", "even", bins=4)["x"]) == 4
+    with pytest.raises(ValueError, match="unknown method 'bm3d'"):
+        gain_by_contrast(ev, "flat-first", "bm3d")
+    with pytest.raises(ValueError, match="bins"):
+        gain_by_contrast(ev, "flat-first", "even", bins=0)
