@@ -259,11 +259,12 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     with torch_inference():
         out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask, tile=args.tile,
                             ensemble=args.ensemble)
+    colour = np.asarray(out).ndim == 3
     # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
-    keep16 = bits == 16 and np.asarray(out).ndim == 2 and str(args.output).lower().endswith(".png")
-    write_image(args.output, out, bits=16 if keep16 else 8)
+    bits = 16 if bits == 16 and not colour and str(args.output).lower().endswith(".png") else 8
+    write_image(args.output, out, bits=bits)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
-            "mode": "RGB" if np.asarray(out).ndim == 3 else "L", "bits": 16 if keep16 else 8, "seconds": round(time.perf_counter() - start, 3)}
+            "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3)}
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,

@@ -173,7 +173,7 @@ def _load_torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray
 def _load_folder(folder: Path, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, ImageOps
 
-    from aebook.imageio import pil_to_array
+    from aebook.imageio import is_high_depth, pil_to_array
 
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
@@ -184,7 +184,7 @@ def _load_folder(folder: Path, image_size: int, seed: int) -> tuple[np.ndarray, 
         try:
             with Image.open(f) as im:
                 im = ImageOps.exif_transpose(im)
-                if im.mode in ("I", "F") or im.mode.startswith("I;16"):  # 16-bit grayscale: resized
+                if is_high_depth(im):  # 16-bit grayscale: resized
                     gray = pil_to_array(im, gray=True)[0]  # in floating point, not cut to 8 bits
                     fitted = np.asarray(ImageOps.fit(Image.fromarray(gray), (image_size, image_size)))
                     images.append(np.repeat(fitted.clip(0, 1)[:, :, None], 3, axis=2))

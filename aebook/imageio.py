@@ -58,6 +58,11 @@ def read_image_bits(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 
+def is_high_depth(im) -> bool:
+    """Whether a Pillow image holds more than 8 bits per sample (16-bit or floating-point grayscale)."""
+    return _GRAY_SCALE.get(im.mode, 255.0) != 255.0
+
+
 def pil_to_array(im, gray: bool | None = None) -> tuple[np.ndarray, int]:
     """A Pillow image as float32 in [0, 1] and its bits per sample (16 or 8): the one conversion
     behind :func:`read_image` and the folder datasets.
