@@ -136,7 +136,11 @@ class Task:
     finish: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
-def _denoise_make(clean, gen, sigmas=(0.0, 55.0)):
+#: Noise levels (0-255 scale) the denoiser is trained on, drawn uniformly: the book's and the CLI's range.
+SIGMA_RANGE = (0.0, 55.0)
+
+
+def _denoise_make(clean, gen, sigmas=SIGMA_RANGE):
     n = clean.shape[0]
     sigma = sigmas[0] + (sigmas[1] - sigmas[0]) * torch.rand(n, generator=gen, device=clean.device)
     noisy = clean + torch.randn(clean.shape, generator=gen, device=clean.device) * (sigma / 255).view(-1, 1, 1, 1)
@@ -228,10 +232,21 @@ def _plain(damaged, cond, out):
     return out.clamp(0, 1)
 
 
-def make_task(name: str, channels: int = 1) -> Task:
-    """The :class:`Task` called ``name`` (one of :data:`TASKS`)."""
+def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None) -> Task:
+    """The :class:`Task` called ``name`` (one of :data:`TASKS`).
+
+    ``sigma_range`` (denoising only; default :data:`SIGMA_RANGE`) is the interval, on the 0-255
+    scale, from which each training patch's noise level is drawn uniformly.
+    """
+    if sigma_range is not None:
+        if name != "denoise":
+            raise ValueError(f"sigma_range is a setting of the denoise task, not of {name!r}")
+        lo, hi = (float(v) for v in sigma_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"sigma_range must be (low, high) with 0 <= low <= high, got {tuple(sigma_range)}")
     if name == "denoise":
-        return Task(name, channels, 1, _denoise_make, _plain)
+        sigmas = SIGMA_RANGE if sigma_range is None else (lo, hi)
+        return Task(name, channels, 1, lambda clean, gen: _denoise_make(clean, gen, sigmas), _plain)
     if name == "inpaint":
         return Task(name, channels, 1, _inpaint_make, lambda d, m, o: _keep_known(d, m, o))
     if name == "inpaint_blind":
@@ -366,11 +381,36 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     return tensor_to_image(out)
 
 
+#: The ``"psnr"`` loss's floor on a patch's MSE (about 45 dB): a nearly perfect patch does not
+#: get an unbounded weight.
+PSNR_LOSS_FLOOR = 3e-5
+
+
+def training_objective(out: torch.Tensor, target: torch.Tensor, loss: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
+    """The quantity :func:`train_restorer` minimises, and the batch MSE it reports.
+
+    ``"mse"``: the batch's mean squared error. ``"psnr"``: a surrogate of the patches' mean
+    PSNR, whose gradient is that of ``mean(log(MSE_i + floor))``: each patch's squared error
+    divided by its own detached MSE (floored at :data:`PSNR_LOSS_FLOOR`), rescaled by the
+    batch's mean so that the learning rate means the same under both losses.
+    """
+    mse = F.mse_loss(out, target)
+    if loss == "mse":
+        return mse, mse
+    if loss != "psnr":
+        raise ValueError(f"unknown loss {loss!r}: choose 'mse' or 'psnr'")
+    per_patch = ((out - target) ** 2).flatten(1).mean(1)
+    held = per_patch.detach()
+    return (per_patch / (held + PSNR_LOSS_FLOOR)).mean() * (held.mean() + PSNR_LOSS_FLOOR), mse
+
+
 def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
                    init: str | ResidualCNN | None = None,
-                   minutes: float | None = None, warmup: float = 0.0) -> tuple[ResidualCNN, list[float]]:
+                   minutes: float | None = None, warmup: float = 0.0,
+                   sigma_range: tuple[float, float] | None = None,
+                   loss: str = "mse") -> tuple[ResidualCNN, list[float]]:
     """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
@@ -395,7 +435,16 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     over that first part of the steps (or of the time budget), then follows the cosine. For
     warm starts: Adam's first steps move every weight by about ``lr`` whatever its gradient,
     which knocks a trained network off its optimum before the run can start to improve it.
+
+    ``sigma_range`` (denoising) narrows or widens the noise levels drawn for training
+    (:func:`make_task`). ``loss`` is ``"mse"`` (the mean squared error of the batch) or
+    ``"psnr"``: the mean of the patches' PSNRs, i.e. each patch's squared-error gradient divided
+    by that patch's own (detached) MSE, floored at :data:`PSNR_LOSS_FLOOR`. Under plain MSE the
+    noisiest patches dominate the gradient; under ``"psnr"`` a patch counts by its *relative*
+    error, as the book's tables count images. The reported losses stay the batch MSE.
     """
+    if loss not in ("mse", "psnr"):
+        raise ValueError(f"unknown loss {loss!r}: choose 'mse' or 'psnr'")
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be positive, got {minutes}")
     if not 0.0 <= warmup <= 1.0:
@@ -405,7 +454,9 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     from aebook.data import photo_patches
     from aebook.runtime import pick_device
 
-    spec = task if isinstance(task, Task) else make_task(task)
+    if isinstance(task, Task) and sigma_range is not None:
+        raise ValueError("sigma_range applies to the built-in denoise task, not to a Task of its own")
+    spec = task if isinstance(task, Task) else make_task(task, sigma_range=sigma_range)
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
@@ -455,13 +506,13 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
             out = out.float()
             if spec.name == "inpaint":  # score only the holes' fill; no clamp here: its gradient is 0 outside
                 out = damaged * (1 - cond) + out * cond  # [0, 1] (zero-filled holes once froze training)
-            loss = F.mse_loss(out, target)
+            objective, mse = training_objective(out, target, loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
             if budget is None and warmup == 0:
                 sched.step()
-            total += loss.detach() * len(target)
+            total += mse.detach() * len(target)
             seen += len(target)
         if seen:
             losses.append(total.item() / seen)

@@ -47,9 +47,9 @@ from aebook.pretrained import PRETRAINED_DIR
 
 #: name -> (kind, keyword arguments). Small networks (12 x 32 channels) so that a
 #: 512 x 512 image is restored in well under a second on a laptop CPU.
-RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0, warmup=0.0)
+RESTORER = dict(depth=12, width=32, patch_size=40, batch_size=32, lr=1e-3, seed=0, warmup=0.0, loss="mse")
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14)),
+    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14, sigma_range=[0.0, 55.0])),
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
     "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),

@@ -289,3 +289,49 @@ def test_warmup_starts_the_learning_rate_at_zero(tmp_path):
     assert any(not torch.equal(two_steps.state_dict()[k], v) for k, v in start.state_dict().items())
     with pytest.raises(ValueError, match="warmup must be a fraction"):
         train_restorer("denoise", warmup=2.0, **one_step)
+
+
+def test_sigma_range_bounds_the_training_noise_levels():
+    clean = torch.full((64, 1, 16, 16), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    noisy, cond = make_task("denoise", sigma_range=(20, 30)).make(clean, gen)
+    levels = cond[:, 0, 0, 0] * 255
+    assert levels.min() >= 20 and levels.max() <= 30 and levels.max() - levels.min() > 5
+    measured = (noisy - clean).flatten(1).std(1) * 255  # each patch's noise has its drawn level
+    assert torch.allclose(measured, levels, rtol=0.3)
+    _, wide = make_task("denoise").make(clean, torch.Generator().manual_seed(0))
+    assert wide.max() * 255 > 40 and wide.min() * 255 < 15  # the default: 0 to 55
+    with pytest.raises(ValueError, match="0 <= low <= high"):
+        make_task("denoise", sigma_range=(30, 20))
+    with pytest.raises(ValueError, match="0 <= low <= high"):
+        make_task("denoise", sigma_range=(-5, 20))
+    with pytest.raises(ValueError, match="setting of the denoise task"):
+        make_task("inpaint", sigma_range=(20, 30))
+
+
+def test_psnr_loss_weighs_each_patch_by_its_relative_error():
+    from aebook.restore import PSNR_LOSS_FLOOR, training_objective
+
+    target = torch.zeros(2, 1, 4, 4)
+    errors = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1).expand(2, 1, 4, 4)  # MSEs 1e-4 and 1e-2
+    grads = {}
+    for loss in ("mse", "psnr"):
+        out = errors.clone().requires_grad_(True)
+        objective, mse = training_objective(out, target, loss)
+        assert mse.item() == pytest.approx((1e-4 + 1e-2) / 2)  # the reported loss is the MSE either way
+        objective.backward()
+        grads[loss] = out.grad[:, 0, 0, 0] / errors[:, 0, 0, 0]  # gradient per unit of error
+    assert grads["mse"][0] == pytest.approx(grads["mse"][1])  # MSE: the same weight per unit of error
+    ratio = grads["psnr"][0] / grads["psnr"][1]  # PSNR: the small error weighs as much in relative terms
+    assert ratio.item() == pytest.approx((1e-2 + PSNR_LOSS_FLOOR) / (1e-4 + PSNR_LOSS_FLOOR), rel=1e-4)
+    with pytest.raises(ValueError, match="unknown loss"):
+        training_objective(errors, target, "l1")
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_restorer("denoise", loss="l1", epochs=1, n_patches=4, patch_size=8, depth=2, width=4,
+                       device="cpu", progress=False)
+    with pytest.raises(ValueError, match="sigma_range applies"):
+        train_restorer(make_task("denoise"), sigma_range=(20, 30), epochs=1, n_patches=4, patch_size=8,
+                       depth=2, width=4, device="cpu", progress=False)
+    model, losses = train_restorer("denoise", loss="psnr", sigma_range=(20, 30), epochs=2, n_patches=16,
+                                   patch_size=12, depth=3, width=4, batch_size=8, device="cpu", progress=False)
+    assert len(losses) == 2 and all(np.isfinite(losses))
