@@ -103,6 +103,11 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         init_root = root
     init_entry = _init_entry(init, init_root) if init is not None else None
     init_dir = str(init_entry["run_dir"]) if init_entry else None
+    if kind == "kltcodec" and init_dir and "depth" not in (overrides or {}):
+        from aebook.checkpoint import read_config
+
+        start_depth = read_config(init_dir).get("model", {}).get("depth", 0)
+        kwargs["depth"] = max(kwargs["depth"], start_depth)  # as deep as the network it starts from
     start = time.perf_counter()
     if kind == "restorer":
         from aebook.restore import train_restorer
@@ -155,8 +160,17 @@ def _init_entry(init: str, root: Path) -> dict[str, Any]:
     entries = manifest(root)
     if init in entries:
         return {**entries[init], "run_dir": run_dir}
+    sha = sha256_file(run_dir / WEIGHTS)
+    beside = Path(run_dir).parent / "MANIFEST.json"  # a run folder written by this command: its own
+    if beside.is_file():                              # manifest entry keeps the whole chain of stages
+        try:
+            entry = json.loads(beside.read_text())["models"][Path(run_dir).name]
+        except (ValueError, KeyError, TypeError):
+            entry = None
+        if isinstance(entry, dict) and entry.get("sha256") == sha:
+            return {**entry, "path": str(run_dir), "run_dir": run_dir}
     train = read_config(run_dir).get("train", {})
-    return {"path": str(run_dir), "sha256": sha256_file(run_dir / WEIGHTS), "command": train.get("command"),
+    return {"path": str(run_dir), "sha256": sha, "command": train.get("command"),
             "settings": {k: v for k, v in train.items() if k not in ("command", "device", "wall_minutes")},
             "device": train.get("device"), "wall_minutes": train.get("wall_minutes"), "run_dir": run_dir}
 

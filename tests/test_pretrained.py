@@ -212,12 +212,44 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
     again, _ = pt.pretrained("kltcodec", root=root)
     for key, value in before.refine.state_dict().items():
         assert torch.equal(again.refine.state_dict()[key], value), key
-    # deeper than its start: the network is grown (same function), here from the 12-layer denoiser
-    assert train_main(["kltcodec", "--set", "depth=14", "--set", "lr=0", *tiny]) == 0
+    start_depth = aebook.pretrained("denoise", root=root)[0].config["depth"]
+    assert first["settings"]["depth"] == max(12, start_depth)  # as deep as its start, the recipe's 12 at least
+    # deeper than its start: the network is grown (same function), here from the shipped denoiser
+    deeper_depth = aebook.pretrained("denoise", root=root)[0].config["depth"] + 2
+    assert train_main(["kltcodec", "--set", f"depth={deeper_depth}", "--set", "lr=0", *tiny]) == 0
     deeper, config = pt.pretrained("kltcodec", root=root)
-    assert config["model"]["depth"] == 14
+    assert config["model"]["depth"] == deeper_depth
     x, cond = torch.rand(1, 1, 24, 24), torch.full((1, 1, 24, 24), 0.1)
     denoiser, _, _ = aebook.pretrained("denoise", root=root)
     with torch.no_grad():
         assert torch.allclose(deeper.refine(x, cond), denoiser(x, cond), atol=1e-5)
     capsys.readouterr()
+
+
+def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
+    """Stages trained into run folders (``--root DIR``, then ``--init DIR/denoise``) keep the whole chain."""
+    from aebook.train_pretrained import main as train_main
+
+    tiny = ["--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16"]
+    roots = [tmp_path / f"stage{i}" for i in range(3)]
+    assert train_main(["denoise", "--init", "denoise", "--root", str(roots[0]), "--set", "seed=1", *tiny]) == 0
+    for i in (1, 2):
+        assert train_main(["denoise", "--init", str(roots[i - 1] / "denoise"), "--root", str(roots[i]),
+                           "--set", f"seed={i + 1}", "--set", "sigma_range=[15,35]", "--set", "loss=psnr",
+                           *tiny]) == 0
+    capsys.readouterr()
+    chain = pt.lineage("denoise", roots[2])
+    shipped = pt.lineage("denoise")
+    assert [s["sha256"] for s in chain] == [*(s["sha256"] for s in shipped),
+                                            *(pt.manifest(r)["denoise"]["sha256"] for r in roots)]
+    assert chain[-1]["settings"]["sigma_range"] == [15, 35] and chain[-1]["settings"]["loss"] == "psnr"
+    assert "--init " + str(roots[1] / "denoise") in chain[-1]["command"]
+    assert chain[-2]["path"] == str(roots[1] / "denoise")
+    # a folder whose manifest entry does not match its weights falls back to its config.json
+    manifest = json.loads((roots[1] / "MANIFEST.json").read_text())
+    manifest["models"]["denoise"]["sha256"] = "0" * 64
+    (roots[1] / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert train_main(["denoise", "--init", str(roots[1] / "denoise"), "--root", str(roots[2]), *tiny]) == 0
+    capsys.readouterr()
+    start = pt.manifest(roots[2])["denoise"]["init"]
+    assert "init" not in start and start["sha256"] == sha256_file(roots[1] / "denoise" / WEIGHTS)
