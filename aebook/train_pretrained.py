@@ -103,7 +103,7 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         init_root = root
     init_entry = _init_entry(init, init_root) if init is not None else None
     init_dir = str(init_entry["run_dir"]) if init_entry else None
-    if kind == "kltcodec" and init_dir and "depth" not in (overrides or {}):
+    if init_dir and "depth" in kwargs and "depth" not in (overrides or {}):
         from aebook.checkpoint import read_config
 
         start_depth = read_config(init_dir).get("model", {}).get("depth", 0)

@@ -4,11 +4,11 @@
 #   1. The shipped denoiser trained further on the GPU for DENOISE_MINUTES wall-clock minutes
 #      (python -m aebook.train_pretrained denoise --init denoise --minutes ...): the next stage
 #      of its lineage (chapter 4.3's goal against BM3D). First, as it matters most.
-#      DENOISE_DEPTH (17, DnCNN's depth) above the shipped 12 layers grows the network first
-#      (aebook.restore.deepen: new layers start as the identity, so training starts from the
-#      shipped function); stages 5 and 6 on 12 layers gained only +0.04 and +0.02 dB, and a
-#      17 x 32 network denoises a 512 x 512 image in 0.72 s on the 2-core CPU
-#      (aebook denoise), within the CLI's 2 s. DENOISE_DEPTH=12 continues at the same size.
+#      The shipped network has 17 layers (DnCNN's depth), grown from 12 on the CPU; a
+#      DENOISE_DEPTH above that grows it again first (aebook.restore.deepen: new layers start
+#      as the identity, so training starts from the shipped function). DENOISE_SIGMA_RANGE
+#      is the interval of training noise levels (the recipe's [0,55] by default; the last CPU
+#      stage used [15,35], around chapter 4.3's sigma = 25).
 #      The learning rate ramps up over the first WARMUP (5%) of the budget: without it, Adam's
 #      first steps knock the trained network far off its optimum and part of the budget goes
 #      to climbing back. Measured on the 2-core CPU (1 minute, 17 layers grown from the shipped
@@ -51,7 +51,8 @@ N_PATCHES=${N_PATCHES:-200000}
 DENOISE_BATCH=${DENOISE_BATCH:-256}
 DENOISE_LR=${DENOISE_LR:-5e-4}  # stages 5 and 6: 5e-4 then 3e-4 (benchmarks/results/2026-11-26b_h100)
 DENOISE_SEED=${DENOISE_SEED:-6}
-DENOISE_DEPTH=${DENOISE_DEPTH:-17}  # shipped: 12; more grows the network (aebook.restore.deepen)
+DENOISE_DEPTH=${DENOISE_DEPTH:-17}  # shipped: 17; more grows the network (aebook.restore.deepen)
+DENOISE_SIGMA_RANGE=${DENOISE_SIGMA_RANGE:-[0,55]}  # training noise levels, 0-255 scale
 WARMUP=${WARMUP:-0.05}  # share of each budget with the learning rate ramping up from 0 (warm starts)
 KLT_MINUTES=${KLT_MINUTES:-2.5}
 KLT_DEPTH=${KLT_DEPTH:-$DENOISE_DEPTH}  # the kltcodec's network starts from the new denoiser: as deep or deeper
@@ -83,7 +84,7 @@ cp -r aebook/pretrained/. "$root/"
 timeout $(( ${DENOISE_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained denoise --init denoise --root "$root" \
     --minutes "$DENOISE_MINUTES" --device "$DEVICE" --quiet --set epochs=100000 --set n_patches="$N_PATCHES" \
     --set batch_size="$DENOISE_BATCH" --set seed="$DENOISE_SEED" --set lr="$DENOISE_LR" --set depth="$DENOISE_DEPTH" \
-    --set warmup="$WARMUP" \
+    --set warmup="$WARMUP" --set sigma_range="$DENOISE_SIGMA_RANGE" \
   && mkdir -p "$OUT/denoise" && cp "$root"/denoise/* "$OUT/denoise/" && cp "$root/MANIFEST.json" "$OUT/"
 
 step "kltcodec: its decoder network for $KLT_MINUTES min, from $KLT_INIT (as trained above)"
