@@ -136,7 +136,7 @@ class Task:
     finish: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
-#: Noise levels (0-255 scale) the denoiser is trained on, drawn uniformly: the book's and the CLI's range.
+#: The interval of noise levels (0-255 scale) from which the denoiser's training draws, uniformly.
 SIGMA_RANGE = (0.0, 55.0)
 
 
@@ -381,8 +381,8 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     return tensor_to_image(out)
 
 
-#: The ``"psnr"`` loss's floor on a patch's MSE (about 45 dB): a nearly perfect patch does not
-#: get an unbounded weight.
+#: The ``"psnr"`` loss's floor on a patch's MSE (about 45 dB), so that a nearly perfect patch does
+#: not get an unbounded weight.
 PSNR_LOSS_FLOOR = 3e-5
 
 
