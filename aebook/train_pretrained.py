@@ -161,14 +161,12 @@ def _init_entry(init: str, root: Path) -> dict[str, Any]:
     if init in entries:
         return {**entries[init], "run_dir": run_dir}
     sha = sha256_file(run_dir / WEIGHTS)
-    beside = Path(run_dir).parent / "MANIFEST.json"  # a run folder written by this command: its own
-    if beside.is_file():                              # manifest entry keeps the whole chain of stages
-        try:
-            entry = json.loads(beside.read_text())["models"][Path(run_dir).name]
-        except (ValueError, KeyError, TypeError):
-            entry = None
-        if isinstance(entry, dict) and entry.get("sha256") == sha:
-            return {**entry, "path": str(run_dir), "run_dir": run_dir}
+    try:  # a run folder written by this command: its own manifest entry keeps the whole chain
+        entry = manifest(Path(run_dir).parent).get(Path(run_dir).name)
+    except ValueError:  # an unreadable manifest beside it: fall back to the folder's config.json
+        entry = None
+    if entry is not None and entry.get("sha256") == sha:
+        return {**entry, "path": str(run_dir), "run_dir": run_dir}
     train = read_config(run_dir).get("train", {})
     return {"path": str(run_dir), "sha256": sha, "command": train.get("command"),
             "settings": {k: v for k, v in train.items() if k not in ("command", "device", "wall_minutes")},

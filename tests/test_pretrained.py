@@ -253,3 +253,10 @@ def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
     capsys.readouterr()
     start = pt.manifest(roots[2])["denoise"]["init"]
     assert "init" not in start and start["sha256"] == sha256_file(roots[1] / "denoise" / WEIGHTS)
+    # ... and so does a folder whose manifest cannot be read
+    (roots[0] / "MANIFEST.json").write_text("{not json")
+    assert train_main(["denoise", "--init", str(roots[0] / "denoise"), "--root", str(roots[2]), *tiny]) == 0
+    capsys.readouterr()
+    start = pt.manifest(roots[2])["denoise"]["init"]
+    assert "init" not in start and start["sha256"] == sha256_file(roots[0] / "denoise" / WEIGHTS)
+    assert start["path"] == str(roots[0] / "denoise")
