@@ -215,7 +215,7 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
     start_depth = aebook.pretrained("denoise", root=root)[0].config["depth"]
     assert first["settings"]["depth"] == max(12, start_depth)  # as deep as its start, the recipe's 12 at least
     # deeper than its start: the network is grown (same function), here from the shipped denoiser
-    deeper_depth = aebook.pretrained("denoise", root=root)[0].config["depth"] + 2
+    deeper_depth = start_depth + 2
     assert train_main(["kltcodec", "--set", f"depth={deeper_depth}", "--set", "lr=0", *tiny]) == 0
     deeper, config = pt.pretrained("kltcodec", root=root)
     assert config["model"]["depth"] == deeper_depth
