@@ -3,6 +3,9 @@
 Defaults need no network at all:
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, embedded).
+- ``mnist_sample``: 5,000 real 28x28 MNIST digits (4,000 train / 1,000 test,
+  with labels) embedded in the package (:data:`MNIST_SAMPLE`; source and
+  licence: Y. LeCun, C. Cortes, C. J. C. Burges, CC BY-SA 3.0).
 - ``photos`` / ``photos_rgb``: natural photos bundled with scikit-image,
   scikit-learn and matplotlib, cut into patches. Training patches come only
   from :data:`TRAIN_PHOTOS`; test patches only from :data:`HELD_OUT_PHOTOS`
@@ -26,7 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "photos", "photos_rgb", "folder")
+DATASET_NAMES = ("digits", "mnist_sample", "mnist", "fashion_mnist", "cifar10", "photos", "photos_rgb", "folder")
+
+#: The embedded real-MNIST sample: MNIST's test images 0-4999 re-split 4,000 / 1,000 (CC BY-SA 3.0).
+MNIST_SAMPLE = Path(__file__).parent / "datasets" / "mnist_sample.npz"
+
+
+def load_mnist_sample() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded MNIST sample as ``(train_images, train_labels, test_images, test_labels)``.
+
+    Images are uint8 arrays of shape ``(N, 28, 28)``, labels uint8 of shape ``(N,)``.
+    """
+    with np.load(MNIST_SAMPLE, allow_pickle=False) as f:
+        return f["train_images"], f["train_labels"], f["test_images"], f["test_labels"]
+
 
 #: Photos used for training patches, never evaluated on.
 TRAIN_PHOTOS: tuple[str, ...] = (
@@ -218,7 +234,7 @@ def load_dataset(
     Parameters
     ----------
     name
-        ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``photos``
+        ``digits``, ``mnist_sample`` (embedded real MNIST), ``mnist``, ``fashion_mnist``, ``cifar10``, ``photos``
         (grayscale patches), ``photos_rgb`` (colour patches) or ``folder``
         (your own images in ``data_dir``, centre-cropped to ``image_size``).
     data_dir
@@ -253,6 +269,9 @@ def load_dataset(
         order = np.random.default_rng(seed).permutation(len(images))
         n_test = len(images) // 5
         train, test = images[order[n_test:]], images[order[:n_test]]
+    elif name == "mnist_sample":
+        tr, _, te, _ = load_mnist_sample()
+        train, test = tr.astype(np.float32) / 255.0, te.astype(np.float32) / 255.0
     elif name in ("photos", "photos_rgb"):
         gray = name == "photos"
         n = n_patches if limit_train is None else min(n_patches, limit_train)

@@ -103,3 +103,20 @@ def test_folder_dataset_reads_16_bit_grayscale_at_its_scale(tmp_path):
     values = torch.cat([data.train, data.test])
     assert data.shape == (1, 16, 16)
     assert 0.1 < values.mean().item() < 0.35 and values.max().item() < 0.5  # about 15000/65535, not 1
+
+
+def test_mnist_sample_is_embedded_real_digits_with_labels():
+    from aebook.data import load_mnist_sample
+
+    data = load_dataset("mnist_sample")
+    assert data.shape == (1, 28, 28)
+    assert (len(data.train), len(data.test)) == (4000, 1000)
+    assert 0 <= data.train.min() and data.train.max() == 1
+    # sparse like real MNIST: most pixels are background
+    assert 0.6 < (data.train == 0).float().mean() < 0.9
+    tr_x, tr_y, te_x, te_y = load_mnist_sample()
+    assert tr_y.shape == (4000,) and te_y.shape == (1000,) and set(tr_y.tolist()) == set(range(10))
+    assert torch.equal(data.test, torch.as_tensor(te_x, dtype=torch.float32).unsqueeze(1) / 255)
+    # the two splits share no image
+    train = {x.tobytes() for x in tr_x}
+    assert not any(x.tobytes() in train for x in te_x)
