@@ -36,8 +36,11 @@ the latent's first dimension (its channels), and the payload in 32-bit words:
 =========  ============  =================================================================
 
 Reading checks, in order: magic, version, that the declared
-lengths fit the data exactly, the CRC-32, and only then the meaning of the fields, so
-any bad input gives one ``ValueError`` naming the problem.
+lengths fit the data exactly, the CRC-32, then the meaning of every header field (a cap of
+:data:`MAX_SYMBOLS` symbols, at least one bit per Huffman symbol) and the reader's own
+limits (``max_pixels``, the latent shape the codec expects), and only then decodes the
+payload, so any bad input gives one ``ValueError`` naming the problem before anything of
+the declared size is allocated.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import secrets
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -59,7 +63,9 @@ _VERSION_OF = {coder: version for version, coder in VERSIONS.items()}
 MODES = ("L", "RGB")  # the mode byte is the index into this tuple
 _UINT32_MAX = (1 << 32) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-MAX_ANS_SYMBOLS = 50_000_000  # an ANS file declaring more is refused before decoding (memory)
+#: A file declaring more latent symbols is refused before its payload is decoded (memory: 8 bytes each).
+MAX_SYMBOLS = 50_000_000
+MAX_ANS_SYMBOLS = MAX_SYMBOLS  # the former name, when only ANS files had a cap
 _TABLE_ENTRY = np.dtype([("symbol", ">i4"), ("length", "u1")])  # 5 bytes, no padding
 
 
@@ -186,11 +192,17 @@ class AebFile:
         return body + struct.pack(">I", zlib.crc32(body))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> AebFile:
-        """Parse an ``.aeb`` file; ``ValueError`` with one clear message if it is invalid."""
+    def from_bytes(cls, data: bytes, max_pixels: int | None = None,
+                   latent_shape: Callable[[int, int], tuple[int, ...]] | None = None) -> AebFile:
+        """Parse an ``.aeb`` file; ``ValueError`` with one clear message if it is invalid.
+
+        Every header field is checked before the payload is decoded, and so are the caller's
+        limits (:func:`check_header`): at most ``max_pixels`` pixels, and a latent shape equal
+        to ``latent_shape(height, width)`` (pass the decoding codec's ``latent_shape`` method).
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes, got {type(data).__name__}")
-        return _parse(bytes(data))
+        return _parse(bytes(data), max_pixels, latent_shape)
 
 
 def _check_symbols(symbols: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -202,7 +214,7 @@ def _check_symbols(symbols: object, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"symbols must be integers, got dtype {arr.dtype}")
     if arr.min() < _INT32_MIN or arr.max() > _INT32_MAX:
         raise ValueError("symbols must fit in a signed 32-bit integer")
-    return arr.astype(np.int64).reshape(shape)
+    return arr.astype(np.int64, copy=False).reshape(shape)
 
 
 class _Reader:
@@ -224,8 +236,48 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
 
-def _parse(data: bytes) -> AebFile:
-    """Check the framing, then the CRC, then the meaning of the fields (see module doc)."""
+@dataclass(frozen=True)
+class AebHeader:
+    """What an ``.aeb`` file declares, read and checked without decoding its payload
+    (:func:`read_aeb_header`): enough to refuse a file that claims a huge image, or a latent
+    that its codec would not produce, before anything of that size is allocated."""
+
+    height: int
+    width: int
+    mode: str
+    model_id: str
+    quality: int
+    latent_shape: tuple[int, ...]
+    step: float
+    coder: str
+    n_symbols: int
+
+    @property
+    def pixels(self) -> int:
+        """Number of pixels of the declared image."""
+        return self.height * self.width
+
+
+def check_header(header: AebHeader | AebFile, max_pixels: int | None = None,
+                 latent_shape: Callable[[int, int], tuple[int, ...]] | None = None) -> None:
+    """Refuse (``ValueError``) a file whose image has more than ``max_pixels`` pixels, or whose
+    latent shape is not ``latent_shape(height, width)``: the shape the decoding codec produces
+    for an image of the declared size (e.g. :meth:`aebook.codec.ConvCodec.latent_shape`)."""
+    if max_pixels is not None and header.height * header.width > max_pixels:
+        raise ValueError(f"the file declares a {header.width} x {header.height} image "
+                         f"({header.height * header.width} pixels), more than max_pixels={max_pixels} "
+                         "(a tiny file can claim a huge image: raise the limit, e.g. --max-pixels, "
+                         "only for a file you trust)")
+    if latent_shape is not None:
+        want = tuple(int(n) for n in latent_shape(header.height, header.width))
+        if tuple(header.latent_shape) != want:
+            raise ValueError(f"latent shape {tuple(header.latent_shape)} does not fit a {header.height} x "
+                             f"{header.width} image for this codec (expected {want})")
+
+
+def _read_fields(data: bytes) -> tuple[AebHeader, tuple]:
+    """Check the framing, the CRC and every header field; return the header and the coded
+    payload's parts (not decoded)."""
     if not data.startswith(MAGIC):
         if data and MAGIC.startswith(data):
             raise ValueError("truncated .aeb file: incomplete magic bytes")
@@ -239,19 +291,20 @@ def _parse(data: bytes) -> AebFile:
     model_id = reader.take(id_length, "model id")
     quality, ndim = reader.unpack(">BB", "quality and number of latent dimensions")
     shape = reader.unpack(f">{ndim}I", "latent shape")
-    if VERSIONS[version] == "huffman":
+    coder = VERSIONS[version]
+    if coder == "huffman":
         step, table_size = reader.unpack(">fI", "step and code-table size")
         table_bytes = reader.take(table_size * _TABLE_ENTRY.itemsize, "code table")
         table = np.frombuffer(table_bytes, dtype=_TABLE_ENTRY)
         n_symbols, payload_length = reader.unpack(">II", "symbol count and payload length")
-        payload = reader.take(payload_length, "payload")
+        coded: tuple = (table, reader.take(payload_length, "payload"))
     else:
         (step,) = reader.unpack(">f", "step")
         if ndim == 0:
             raise ValueError("inconsistent .aeb file: an ANS-coded latent needs at least one dimension")
         models = [reader.unpack(">BBH", "channel models") for _ in range(shape[0])]
         n_symbols, n_words = reader.unpack(">II", "symbol count and payload length")
-        words = np.frombuffer(reader.take(4 * n_words, "payload"), dtype=">u4").astype(np.uint32)
+        coded = (models, reader.take(4 * n_words, "payload"))
     body_end = reader.position
     (crc,) = reader.unpack(">I", "CRC-32")
     if reader.position != len(data):
@@ -259,7 +312,7 @@ def _parse(data: bytes) -> AebFile:
     if zlib.crc32(data[:body_end]) != crc:
         raise ValueError("corrupted: CRC-32 mismatch")
 
-    # The bytes are what was written; now check that they make sense.
+    # The bytes are what was written; now check that they make sense, before decoding anything.
     if mode_byte >= len(MODES):
         raise ValueError(f"invalid .aeb header: unknown colour mode byte {mode_byte}")
     try:
@@ -268,7 +321,37 @@ def _parse(data: bytes) -> AebFile:
         raise ValueError("invalid .aeb header: model id is not valid UTF-8") from None
     if ndim == 0 or n_symbols != math.prod(shape):
         raise ValueError(f"inconsistent .aeb file: {n_symbols} symbols for latent shape {shape}")
-    if VERSIONS[version] == "huffman":
+    for name, value in (("height", height), ("width", width), ("latent size", min(shape))):
+        if value < 1:
+            raise ValueError(f"invalid .aeb header: {name} must be at least 1, got {value}")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"invalid .aeb header: step must be finite and > 0, got {step!r}")
+    if coder == "huffman":
+        table, payload = coded
+        if n_symbols > 8 * len(payload):  # every Huffman codeword is at least one bit long
+            raise ValueError(f".aeb payload fails to decode: Huffman payload ({8 * len(payload)} bits) "
+                             f"too short for {n_symbols} symbols")
+        if len(table) > max(n_symbols, 1):
+            raise ValueError(f"invalid .aeb code table: {len(table)} entries for {n_symbols} symbols")
+    else:
+        for c, (zero, decay, bound) in enumerate(coded[0]):
+            if bound and not (1 <= zero <= 255 and 1 <= decay <= 255):
+                raise ValueError(f"invalid .aeb channel model {c}: zero={zero}, decay={decay}, bound={bound}")
+    if n_symbols > MAX_SYMBOLS:
+        raise ValueError(f"invalid .aeb header: {n_symbols} symbols is more than this reader accepts "
+                         f"({MAX_SYMBOLS})")
+    header = AebHeader(height, width, MODES[mode_byte], model_name, quality, tuple(shape), step, coder, n_symbols)
+    return header, coded
+
+
+def _parse(data: bytes, max_pixels: int | None = None,
+           latent_shape: Callable[[int, int], tuple[int, ...]] | None = None) -> AebFile:
+    """Check the framing, the CRC, the header fields and the caller's limits, then decode (see module doc)."""
+    header, coded = _read_fields(data)
+    check_header(header, max_pixels, latent_shape)
+    n_symbols, shape = header.n_symbols, header.latent_shape
+    if header.coder == "huffman":
+        table, payload = coded
         try:
             code = HuffmanCode.from_table(zip(table["symbol"].tolist(), table["length"].tolist()))
         except ValueError as exc:
@@ -278,18 +361,15 @@ def _parse(data: bytes) -> AebFile:
         except ValueError as exc:
             raise ValueError(f".aeb payload fails to decode: {exc}") from None
     else:
-        for c, (zero, decay, bound) in enumerate(models):
-            if bound and not (1 <= zero <= 255 and 1 <= decay <= 255):
-                raise ValueError(f"invalid .aeb channel model {c}: zero={zero}, decay={decay}, bound={bound}")
-        if n_symbols > MAX_ANS_SYMBOLS:
-            raise ValueError(f"invalid .aeb header: {n_symbols} symbols is more than this reader accepts")
+        models, payload = coded
+        words = np.frombuffer(payload, dtype=">u4").astype(np.uint32)
         try:
             symbols = ans_decode_channels(words, models, n_symbols // shape[0])
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f".aeb payload fails to decode: {exc}") from None
     try:
-        return AebFile(height, width, MODES[mode_byte], model_name, quality, shape, step, symbols,
-                       VERSIONS[version])
+        return AebFile(header.height, header.width, header.mode, header.model_id, header.quality, shape,
+                       header.step, symbols, header.coder)
     except ValueError as exc:
         raise ValueError(f"invalid .aeb header: {exc}") from None
 
@@ -304,6 +384,10 @@ def write_aeb(path: str | os.PathLike[str], aeb: AebFile) -> None:
     data = aeb.to_bytes()
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder: give the .aeb file a name")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output folder {directory} does not exist")
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "xb") as file:
@@ -317,7 +401,27 @@ def write_aeb(path: str | os.PathLike[str], aeb: AebFile) -> None:
         raise
 
 
-def read_aeb(path: str | os.PathLike[str]) -> AebFile:
-    """Read an ``.aeb`` file (``FileNotFoundError`` if missing, ``ValueError`` if invalid)."""
-    with open(path, "rb") as file:
-        return AebFile.from_bytes(file.read())
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a file; ``FileNotFoundError`` if missing, ``ValueError`` for a folder or an unreadable file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(path)} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{os.fspath(path)} is a folder, not an .aeb file") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {os.fspath(path)}: {err.strerror or err}") from None
+
+
+def read_aeb_header(path: str | os.PathLike[str]) -> AebHeader:
+    """The header of an ``.aeb`` file, checked (framing, CRC-32, every field) without decoding
+    the payload; errors as :func:`read_aeb`."""
+    return _read_fields(_read_bytes(path))[0]
+
+
+def read_aeb(path: str | os.PathLike[str], max_pixels: int | None = None,
+             latent_shape: Callable[[int, int], tuple[int, ...]] | None = None) -> AebFile:
+    """Read an ``.aeb`` file (``FileNotFoundError`` if missing, ``ValueError`` if invalid, a
+    folder or unreadable); ``max_pixels`` and ``latent_shape`` as in :meth:`AebFile.from_bytes`."""
+    return AebFile.from_bytes(_read_bytes(path), max_pixels, latent_shape)

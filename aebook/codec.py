@@ -1,4 +1,4 @@
-"""A learned image codec: convolutional autoencoder + quantisation + Huffman coding (chapter 5).
+"""A learned image codec: convolutional autoencoder + quantisation + Huffman coding (chapter 5.2).
 
 Compressing an image takes three steps, and only the first is learned:
 
@@ -32,7 +32,7 @@ small (8, a floor of 0.125 bpp). Arithmetic coding, which real codecs use, has n
 
 :func:`compress`, :func:`decompress` and :func:`rate_distortion` also serve
 :class:`aebook.transform_codec.KLTCodec`, which replaces the learned transform by the block
-KLT and Huffman by ANS, and beats JPEG (chapter 5.1).
+KLT and Huffman by ANS, and beats JPEG (chapter 5.2).
 
 A file decodes to exactly the symbols that were written, on any machine; the decoded
 *image* can differ in the last bits between CPU and GPU (floating-point convolutions).
@@ -51,16 +51,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aebook.bitstream import MODES, AebFile
-from aebook.checkpoint import CONFIG, load_module, save_run
-from aebook.imageio import image_to_tensor, tensor_to_image
+from aebook.bitstream import MODES, AebFile, AebHeader, check_header
+from aebook.checkpoint import CONFIG, check_sizes, load_module, save_run
+from aebook.imageio import MAX_PIXELS, image_to_tensor, tensor_to_image
+from aebook.restore import tile_boxes
 
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
 #: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
 QUALITY_STEPS: dict[int, float] = {q: float(np.float32(4.0 * 16.0 ** (-(q - 1) / 7))) for q in range(1, 9)}
 DOWNSAMPLE = 8  # three stride-2 stages
-MAX_PIXELS = 50_000_000  # decompress refuses larger images (a tiny file could claim a huge one)
+# decompress refuses images of more than MAX_PIXELS pixels (aebook.imageio) by default: a tiny file could claim a huge one
 MAX_LATENT = 1e6  # ... and latents this large, which no trained encoder produces
+#: Tiles of the whole-image encoder and decoder, in latent cells (8 x 8 pixels): memory stays bounded
+#: whatever the image size, and the result is the same as in one piece (the overlap exceeds the
+#: networks' receptive fields: 36 pixels for the encoder, 3.5 cells for the decoder).
+TILE_CELLS, TILE_OVERLAP = 128, 6
 
 
 def weights_id(codec: nn.Module) -> str:
@@ -131,6 +136,30 @@ def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
     """Convolution with replicate padding: zero padding would tell the network where the
     border is, and a codec trained on small patches would then fail on large images."""
     return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, padding_mode="replicate")
+
+
+def _tiled(fn, x: torch.Tensor, unit_in: int, unit_out: int, tile: int | None = None,
+           overlap: int = TILE_OVERLAP) -> torch.Tensor:
+    """``fn(x)`` for a local map ``fn`` that turns ``unit_in`` input pixels into ``unit_out`` output
+    pixels per axis (the encoder: 8 -> 1, the decoder: 1 -> 8), computed tile by tile when ``x``
+    is one image larger than ``tile`` cells (default :data:`TILE_CELLS`; a cell is ``unit_in``
+    pixels of ``x``). Tiles start on cell boundaries and overlap by ``overlap`` cells on each
+    side (more than ``fn``'s receptive field), so the result equals ``fn(x)``."""
+    tile = TILE_CELLS if tile is None else tile
+    n, _, h, w = x.shape
+    hc, wc = h // unit_in, w // unit_in
+    if n != 1 or (hc <= tile and wc <= tile) or hc * unit_in != h or wc * unit_in != w:
+        return fn(x)
+    out = None
+    u, v = unit_in, unit_out
+    for y0, y1, x0, x1, ty, by, tx, bx in tile_boxes(hc, wc, tile, overlap, balanced=True):
+        res = fn(x[:, :, y0 * u : y1 * u, x0 * u : x1 * u])
+        if out is None:
+            out = res.new_empty(1, res.shape[1], hc * v, wc * v)
+        out[:, :, (y0 + ty) * v : (y0 + by) * v, (x0 + tx) * v : (x0 + bx) * v] = res[:, :, ty * v : by * v,
+                                                                                         tx * v : bx * v]
+    assert out is not None
+    return out
 
 
 class ConvCodec(nn.Module):
@@ -219,17 +248,22 @@ class ConvCodec(nn.Module):
         return self.latent_channels, -(-height // DOWNSAMPLE), -(-width // DOWNSAMPLE)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` in [0, 1] -> latents ``(N, latent_channels, ceil(H/8), ceil(W/8))``."""
+        """``(N, C, H, W)`` in [0, 1] -> latents ``(N, latent_channels, ceil(H/8), ceil(W/8))``.
+
+        One large image is encoded in tiles (:data:`TILE_CELLS`): bounded memory, same result."""
         self.check_input(x)
         h, w = x.shape[-2:]
         ph, pw = (-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE
         if ph or pw:  # reflect needs the pad to be smaller than the image
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
-        return self.encoder(x) + self.block_encoder(x - 0.5)
+        return _tiled(lambda t: self.encoder(t) + self.block_encoder(t - 0.5), x, DOWNSAMPLE, 1)
 
     def decode(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Latents -> images in [0, 1], cropped to ``size = (H, W)`` if given."""
-        x = torch.sigmoid(self.decoder(z) + self.block_decoder(z))
+        """Latents -> images in [0, 1], cropped to ``size = (H, W)`` if given.
+
+        The latent of one large image is decoded in tiles (:data:`TILE_CELLS`): bounded memory,
+        time proportional to the image, the same result."""
+        x = _tiled(lambda t: torch.sigmoid(self.decoder(t) + self.block_decoder(t)), z, 1, DOWNSAMPLE)
         return x if size is None else x[..., : size[0], : size[1]]
 
     def quantise(self, z: torch.Tensor, step: float | torch.Tensor) -> torch.Tensor:
@@ -302,8 +336,8 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
     ----------
     img : np.ndarray
         ``(H, W)`` (grayscale codec) or ``(H, W, 3)`` (RGB codec), floats in [0, 1]
-        (clipped) or uint8. The whole image is encoded at once: memory grows with its
-        size (about 0.2 kB per pixel with the default widths: 1 GB for 2000 x 2000).
+        (clipped) or uint8. A :class:`ConvCodec` encodes a large image in tiles of
+        :data:`TILE_CELLS` latent cells, so its working memory stays bounded.
     codec : ConvCodec or KLTCodec
         Any codec with the interface ``quality_step``, ``encode``, ``to_symbols``, ``coder``
         (:class:`ConvCodec`, :class:`aebook.transform_codec.KLTCodec`).
@@ -331,6 +365,19 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
                    tuple(q.shape), step, q.numpy().astype(np.int64), coder=codec.coder)
 
 
+def check_fits(aeb: AebFile | AebHeader, codec: ConvCodec, expected_model_id: str | None = None,
+               max_pixels: int | None = MAX_PIXELS) -> None:
+    """Refuse (``ValueError``) a file, or a file's header (:func:`aebook.bitstream.read_aeb_header`),
+    that ``codec`` cannot decode: another colour mode, another ``expected_model_id`` (when given),
+    more than ``max_pixels`` pixels, or a latent shape other than the one ``codec`` produces for the
+    declared image size. Checked on the header, it refuses a file before its payload is decoded."""
+    if aeb.mode != codec.mode:
+        raise ValueError(f"file holds a {aeb.mode} image but the codec decodes {codec.mode} images")
+    if expected_model_id is not None and aeb.model_id != expected_model_id:
+        raise ValueError(f"file was made by model {aeb.model_id!r}, expected {expected_model_id!r}")
+    check_header(aeb, max_pixels, codec.latent_shape)
+
+
 @torch.no_grad()
 def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = None,
                max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -341,21 +388,15 @@ def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = N
     shape, ``expected_model_id`` when given), claims more than ``max_pixels`` pixels, or
     its latents make the decoder overflow.
     """
-    if aeb.mode != codec.mode:
-        raise ValueError(f"file holds a {aeb.mode} image but the codec decodes {codec.mode} images")
-    if expected_model_id is not None and aeb.model_id != expected_model_id:
-        raise ValueError(f"file was made by model {aeb.model_id!r}, expected {expected_model_id!r}")
-    if aeb.height * aeb.width > max_pixels:
-        raise ValueError(f"image of {aeb.height} x {aeb.width} pixels exceeds max_pixels={max_pixels}")
-    want = codec.latent_shape(aeb.height, aeb.width)
-    if tuple(aeb.latent_shape) != want:
-        raise ValueError(f"latent shape {aeb.latent_shape} does not fit a {aeb.height} x {aeb.width} "
-                         f"image for this codec (expected {want})")
-    z = aeb.symbols * aeb.step  # float64: cannot overflow
-    if np.abs(z).max() > MAX_LATENT:
+    check_fits(aeb, codec, expected_model_id, max_pixels)
+    top = max(int(aeb.symbols.max()), -int(aeb.symbols.min()))  # no copy of the symbols
+    if top * aeb.step > MAX_LATENT:  # int32 symbols and a float32 step: no overflow in Python floats
         raise ValueError(f"latents out of range: |symbol * step| exceeds {MAX_LATENT:g}")
+    z = np.empty(aeb.symbols.shape, dtype=np.float32)
+    for c in range(len(z)):  # symbol * step in float64, rounded to float32, a channel at a time (memory)
+        z[c] = aeb.symbols[c] * aeb.step
     param = next(iter(codec.state_dict().values()))  # where the codec lives, and its precision
-    z = torch.from_numpy(z.astype(np.float32))[None]
+    z = torch.from_numpy(z)[None]
     out = codec.decode_quantised(z.to(param.device, param.dtype), (aeb.height, aeb.width), aeb.step)
     if not torch.isfinite(out).all():
         raise ValueError("latents out of range: the decoder overflows")
@@ -399,11 +440,14 @@ def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cp
     def build(model: dict[str, Any]) -> ConvCodec:
         from aebook.transform_codec import KLTCodec
 
+        where = Path(run_dir) / CONFIG
         if model["model"] == KLTCodec.name:
+            check_sizes(model, where, depth=(0, 256), width=(1, 1024), rounding=(1e-6, 0.5))
             return KLTCodec(model["depth"], model["width"], model["rounding"])  # type: ignore[return-value]
         if model["model"] != ConvCodec.name:
-            raise ValueError(f"{Path(run_dir) / CONFIG} describes a {model['model']!r} model, not a codec "
+            raise ValueError(f"{where} describes a {model['model']!r} model, not a codec "
                              f"({ConvCodec.name} or {KLTCodec.name})")
+        check_sizes(model, where, channels=(1, 3), latent_channels=(1, 1024), widths=(1, 1024), lmbda=(0.0, 1e6))
         return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")},
                          entropy_model=model.get("entropy_model", "proxy"))
 

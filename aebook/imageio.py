@@ -3,20 +3,48 @@ and the one conversion between image arrays and the models' ``(1, C, H, W)`` ten
 
 Images are float32 arrays in [0, 1]: ``(H, W)`` for grayscale, ``(H, W, 3)`` for
 colour. Writing is atomic: a temporary file in the target folder is renamed
-into place, so a failure never leaves a half-written output.
+into place, so a failure never leaves a half-written output, and the file gets the
+permissions the umask allows (as ``open`` would give it). Reading can refuse an
+image of more than ``max_pixels`` pixels from its header alone, before decoding it.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+#: The command line's default cap on the pixels of an image it reads, decodes or writes
+#: (``--max-pixels``): 2**24 = 4096 x 4096. A tiny file can declare a huge image (a PNG of
+#: 74 bytes, an .aeb file of 322); an image this large decodes with the slowest shipped
+#: codec in under a minute on two CPU cores, in about 0.7 GB beyond PyTorch's own. Pillow's
+#: limit is 89,478,485 pixels (a warning) and twice that (an error); raise ours for a
+#: larger file you trust.
+MAX_PIXELS = 1 << 24
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+
+def file_mode(directory: bool = False) -> int:
+    """The permissions a new file (or folder) gets under the process's umask: ``0o666 & ~umask``
+    (``0o777`` for a folder). For files made by ``tempfile``, which uses 0600 (0700) whatever the umask."""
+    umask = None
+    try:
+        with open("/proc/self/status") as status:  # Linux: read it without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    umask = int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as float32 in [0, 1]; grayscale stays 2-D, everything else becomes RGB.
 
     The pixels are as a viewer shows them: a JPEG's EXIF orientation is applied. 16-bit
@@ -28,9 +56,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file is not an image Pillow can read.
+        The file is not an image Pillow can read, a folder, unreadable, or larger than
+        ``max_pixels`` pixels (checked on the header, before decoding; default: Pillow's
+        own limit).
     """
-    return read_image_bits(path)[0]
+    return read_image_bits(path, max_pixels)[0]
 
 
 #: Pillow modes read as grayscale, and the full-scale value of each one's samples.
@@ -38,7 +68,7 @@ _GRAY_SCALE = {"1": 255.0, "L": 255.0, "LA": 255.0, "La": 255.0, "I": 65535.0, "
                "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
 
 
-def read_image_bits(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+def read_image_bits(path: str | os.PathLike[str], max_pixels: int | None = None) -> tuple[np.ndarray, int]:
     """:func:`read_image` and the bits per sample of the file: 16 for a 16-bit grayscale PNG, else 8.
 
     Pillow opens 16-bit grayscale as mode ``I;16`` (or ``I``); those samples are divided by
@@ -48,14 +78,40 @@ def read_image_bits(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"input image {path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"input image {path} does not exist")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the caller's limit replaces Pillow's warning (a second stderr line)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            check_pixels(im.width, im.height, max_pixels, f"image {path}")
             im.load()
             return pil_to_array(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """Refuse (``ValueError``) an image of more than ``max_pixels`` pixels (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(f"{what} is {width} x {height} = {width * height} pixels, more than max_pixels="
+                         f"{max_pixels} (raise the limit, e.g. --max-pixels, only for a file you trust)")
+
+
+def image_format(path: str | os.PathLike[str]) -> str:
+    """Pillow's format name for an output file's suffix (``"PNG"`` for ``.png`` ...), or ``ValueError``."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"unknown image format for {Path(path).name}: use .png or .jpg")
+    return fmt
 
 
 def is_high_depth(im) -> bool:
@@ -101,9 +157,7 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) ->
     path = Path(path)
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"unknown image format for {path.name}: use .png or .jpg")
+    fmt = image_format(path)
     if bits == 16:
         arr16 = check_image(img)
         if fmt != "PNG" or arr16.ndim != 2:
@@ -114,12 +168,14 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) ->
         arr = to_uint8(img)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder: give the image a file name")
     pil = Image.fromarray(arr)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format=fmt)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600, opened up as far as the umask allows
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -294,25 +294,50 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
         model.to(memory_format=torch.contiguous_format)
 
 
+def _spans(n: int, tile: int, overlap: int, balanced: bool) -> list[tuple[int, int, int, int]]:
+    """The tiles of one axis of length ``n``: ``(start, stop, keep_from, keep_to)``, see :func:`tile_boxes`."""
+    if balanced and n > tile:  # as many tiles as needed, each as short as they can be
+        count = -(-(n - 2 * overlap) // (tile - 2 * overlap))
+        tile = -(-(n - 2 * overlap) // count) + 2 * overlap
+    spans = []
+    for s in range(0, max(1, n - 2 * overlap), tile - 2 * overlap):
+        a = max(0, min(s, n - tile))
+        b = min(n, a + tile)
+        spans.append((a, b, overlap if a > 0 else 0, b - a - (overlap if b < n else 0)))
+    return spans
+
+
+def tile_boxes(height: int, width: int, tile: int, overlap: int,
+               balanced: bool = False) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
+    """The tiles that cover a ``height x width`` grid, as :func:`apply_tiled` and the codecs use them.
+
+    Yields ``(y0, y1, x0, x1, ty, by, tx, bx)``: the tile is rows ``y0:y1`` and columns ``x0:x1``
+    (at most ``tile`` each); of its result, the part ``[ty:by, tx:bx]`` (relative to the tile) is
+    kept, ``overlap`` cells away from every inner edge. The kept parts cover the whole grid (the
+    last tile of a row or column is moved back inside it, so some cells are computed twice).
+    ``balanced`` shortens the tiles of each axis to the least length that needs no more of them:
+    for an axis a little longer than a tile, two tiles of about half its length instead of two
+    whole tiles, which would compute most cells twice.
+    """
+    if tile <= 2 * overlap:
+        raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap})")
+    columns = _spans(width, tile, overlap, balanced)
+    for y0, y1, ty, by in _spans(height, tile, overlap, balanced):
+        for x0, x1, tx, bx in columns:
+            yield y0, y1, x0, x1, ty, by, tx, bx
+
+
 def _apply_tiled(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | None, tile: int, overlap: int,
                  layout: torch.memory_format) -> torch.Tensor:
     _, c, h, w = image.shape
     param = next(model.parameters())
     out = torch.empty(1, c, h, w, device=image.device)
-    step = tile - 2 * overlap
-    for y in range(0, max(1, h - 2 * overlap), step):
-        for x in range(0, max(1, w - 2 * overlap), step):
-            y0, x0 = max(0, min(y, h - tile)), max(0, min(x, w - tile))
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype, memory_format=layout)
-            pc = None if cond is None else cond[:, :, y0:y1, x0:x1].to(param.device, param.dtype,
-                                                                       memory_format=layout)
-            res = model(patch, pc).float().to(image.device)
-            ty = overlap if y0 > 0 else 0
-            tx = overlap if x0 > 0 else 0
-            by = y1 - y0 - (overlap if y1 < h else 0)
-            bx = x1 - x0 - (overlap if x1 < w else 0)
-            out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
+    for y0, y1, x0, x1, ty, by, tx, bx in tile_boxes(h, w, tile, overlap):
+        patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype, memory_format=layout)
+        pc = None if cond is None else cond[:, :, y0:y1, x0:x1].to(param.device, param.dtype,
+                                                                   memory_format=layout)
+        res = model(patch, pc).float().to(image.device)
+        out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
     return out
 
 
@@ -352,8 +377,9 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     x = image_to_tensor(arr, clip=False)
     cond = None
     if task == "denoise":
-        if sigma is None or sigma < 0:
-            raise ValueError("denoising needs the noise level sigma >= 0 (0-255 scale)")
+        if sigma is None or not (math.isfinite(sigma) and 0 <= sigma <= 255):
+            raise ValueError(f"denoising needs the noise level sigma, a number in [0, 255] (0-255 scale), "
+                             f"got {sigma}")
         cond = torch.full((1, 1, *x.shape[-2:]), sigma / 255.0)
     elif task == "inpaint":
         if mask is None or np.asarray(mask).shape[:2] != tuple(x.shape[-2:]):
@@ -537,11 +563,13 @@ def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[Residual
     """
     from pathlib import Path
 
-    from aebook.checkpoint import load_module
+    from aebook.checkpoint import check_sizes, load_module
 
     def build(cfg: dict) -> ResidualCNN:
         if cfg["model"] != ResidualCNN.name:
             raise ValueError(f"{Path(run_dir) / 'config.json'} describes a {cfg['model']!r} model, not a restorer")
+        check_sizes(cfg, Path(run_dir) / "config.json", channels=(1, 3), cond_channels=(0, 8), depth=(2, 256),
+                    width=(1, 1024))
         return ResidualCNN(cfg["channels"], cfg["cond_channels"], cfg["depth"], cfg["width"])
 
     model, config = load_module(run_dir, build, device)
