@@ -6,20 +6,20 @@ Each module holds one concern and is taught by a chapter of the book:
 - :mod:`aebook.data`     embedded and torchvision datasets, held-out photos (chapter 2)
 - :mod:`aebook.models`   linear, fully-connected, convolutional and variational autoencoders (chapter 3.2)
 - :mod:`aebook.train`    one training loop for every model (chapter 3.3)
-- :mod:`aebook.checkpoint` safetensors + JSON run folders (chapter 3.3, 5.3)
+- :mod:`aebook.checkpoint` safetensors + JSON run folders (chapter 3.3, 5.4)
 - :mod:`aebook.metrics`  PSNR and SSIM (chapter 3.3)
 - :mod:`aebook.baselines` PCA, JPEG and interpolation baselines (chapter 2.3)
 - :mod:`aebook.plots`    figures used throughout the book
 - :mod:`aebook.corrupt`  damage models: noise, masks, downsampling, exposure (chapter 4)
 - :mod:`aebook.classical` classical restoration baselines: biharmonic, TV, wavelet, NL-means, BM3D, bicubic (chapter 4)
-- :mod:`aebook.entropy`  empirical entropy and canonical Huffman codes of quantised latents (chapter 5)
-- :mod:`aebook.bitstream` the ``.aeb`` compressed-image file format (chapter 5)
+- :mod:`aebook.entropy`  empirical entropy and canonical Huffman codes of quantised latents (chapter 5.2)
+- :mod:`aebook.bitstream` the ``.aeb`` compressed-image file format (chapter 5.2)
 - :mod:`aebook.restore`, :mod:`aebook.restore_eval` restoration networks and their side-by-side evaluation (chapter 4)
 - :mod:`aebook.generation` sampling, interpolation, ELBO in bits/dim, Fréchet distance (chapter 4.1)
-- :mod:`aebook.codec`    a learned image codec writing ``.aeb`` files (chapter 5.1)
+- :mod:`aebook.codec`    a learned image codec writing ``.aeb`` files (chapter 5.2)
 - :mod:`aebook.perf`     FLOPs, peak FLOP/s, training-loop throughput, quality-vs-cost sweeps (chapter 5.1)
-- :mod:`aebook.distributed`, :mod:`aebook.streaming` DDP training with torchrun; streaming image folders (chapter 5.2)
-- :mod:`aebook.security` AES-GCM for ``.aeb`` files, pickle inspection, membership inference (chapter 5.3)
+- :mod:`aebook.distributed`, :mod:`aebook.streaming` DDP training with torchrun; streaming image folders (chapter 5.3)
+- :mod:`aebook.security` AES-GCM for ``.aeb`` files, pickle inspection, membership inference (chapter 5.4)
 - :mod:`aebook.pretrained`, :mod:`aebook.train_pretrained` shipped weights by name and the command that trains them
 - :mod:`aebook.results`  headline numbers saved by the chapters, gathered by the conclusion (chapter 6)
 - :mod:`aebook.cli`      the ``aebook`` command
@@ -27,7 +27,9 @@ Each module holds one concern and is taught by a chapter of the book:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+#: The one place that names the version: pyproject.toml reads it, each release is tagged ``v<version>``,
+#: and every chapter's Colab cell installs that tag (tests/test_packaging.py checks all three agree).
+__version__ = "0.2.0"
 
 from typing import TYPE_CHECKING, Any
 

@@ -14,6 +14,10 @@ import numpy as np
 import torch
 
 QUICK_ENV = "AEBOOK_QUICK"
+#: Environment variable that overrides the automatic device choice (``cpu``, ``cuda`` or ``mps``).
+DEVICE_ENV = "AEBOOK_DEVICE"
+#: The device names that pick_device accepts besides ``"auto"``.
+DEVICES = ("cpu", "cuda", "mps")
 
 
 def quick_mode() -> bool:
@@ -46,16 +50,27 @@ def pick_device(preference: str = "auto") -> torch.device:
     Parameters
     ----------
     preference
-        ``"auto"`` picks CUDA, then Apple MPS, then the CPU. ``"cpu"``,
-        ``"cuda"`` and ``"mps"`` ask for that device and fail clearly when it
-        is absent.
+        ``"auto"`` picks CUDA, then Apple MPS, then the CPU, unless the environment
+        variable ``AEBOOK_DEVICE`` names a device (``cpu``, ``cuda`` or ``mps``): then
+        that device is used, as if it had been asked for (a way out when MPS computes
+        differently, or to keep a GPU free). ``"cpu"``, ``"cuda"`` and ``"mps"`` ask for
+        that device whatever the variable says, and fail clearly when it is absent.
 
     Raises
     ------
     ValueError
-        For an unknown name or a device this machine does not have.
+        For an unknown name (in ``preference`` or in ``AEBOOK_DEVICE``) or a device this
+        machine does not have.
     """
-    pref = preference.lower()
+    pref = preference.strip().lower()
+    source = "requested"
+    if pref == "auto":
+        env = os.environ.get(DEVICE_ENV, "").strip().lower()
+        if env and env != "auto":
+            if env not in DEVICES:
+                raise ValueError(f"{DEVICE_ENV}={os.environ[DEVICE_ENV]!r} is not a device: "
+                                 f"choose {', '.join(DEVICES)} (or auto, or leave it unset)")
+            pref, source = env, f"requested by {DEVICE_ENV}"
     mps_ok = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
     if pref == "auto":
         if torch.cuda.is_available():
@@ -67,13 +82,13 @@ def pick_device(preference: str = "auto") -> torch.device:
         return torch.device("cpu")
     if pref == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+            raise ValueError(f"device 'cuda' {source} but no CUDA GPU is available")
         return torch.device("cuda")
     if pref == "mps":
         if not mps_ok:
-            raise ValueError("device 'mps' requested but Apple MPS is not available")
+            raise ValueError(f"device 'mps' {source} but Apple MPS is not available")
         return torch.device("mps")
-    raise ValueError(f"unknown device {preference!r}: choose auto, cpu, cuda or mps")
+    raise ValueError(f"unknown device {preference!r}: choose auto, {', '.join(DEVICES)}")
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -63,7 +63,8 @@ def test_pair_in_sync_and_without_outputs(md):
 def test_colab_install_cell_uses_the_configured_repository(md):
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     text = md.read_text()
-    installs = re.findall(r'%pip install -q "aebook @ git\+([^"]+)"', text)
+    # the release tag after '@' is checked against aebook.__version__ by tests/test_packaging.py
+    installs = re.findall(r'%pip install -q "aebook\[book\] @ git\+([^"@]+)@v[^"]+"', text)
     assert installs, f"{md.name} has no Colab install cell"
     assert all(u == url for u in installs), f"{md.name} installs from {installs}, _config.yml says {url}"
     assert 'if "google.colab" in sys.modules' in text
