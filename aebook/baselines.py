@@ -3,7 +3,7 @@
 - :class:`PCABaseline`: the best *linear* code of the same size (what a
   linear autoencoder learns, chapter 2.1).
 - :class:`BlockKLT`: the best linear transform of image *blocks* keeping ``k`` coefficients
-  (the Karhunen-Loève transform, which JPEG's DCT approximates; chapter 5.1).
+  (the Karhunen-Loève transform, which JPEG's DCT approximates; chapter 5.2).
 - :func:`jpeg_roundtrip`: JPEG (DCT + quantisation + Huffman coding) with Pillow.
 - :func:`interpolation_baseline`: keep a downsampled image, rebuild by bicubic interpolation.
 """

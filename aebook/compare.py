@@ -83,7 +83,7 @@ class UniformQuantizer:
 
     Each value ``z_j`` is clipped to ``[low_j, high_j]`` and mapped to one of
     ``2**bits`` equally spaced levels, so a code of ``k`` numbers costs exactly
-    ``k * bits`` bits (before any entropy coding, chapter 5). The ranges are
+    ``k * bits`` bits (before any entropy coding, chapter 5.2). The ranges are
     part of the codec: fit them on *training* codes, never on the test images.
     """
 

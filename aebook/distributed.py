@@ -1,4 +1,4 @@
-"""Data-parallel training on several processes, GPUs or machines with PyTorch's DDP (chapter 5.2).
+"""Data-parallel training on several processes, GPUs or machines with PyTorch's DDP (chapter 5.3).
 
 Launch it with ``torchrun``, PyTorch's own launcher; nothing here is home-made::
 
@@ -18,7 +18,7 @@ gloo on the CPU. Run without ``torchrun``, the same code trains in one process.
 With a dataset whose size is a multiple of the number of ranks, the sampler's
 interleaving makes the union of the ranks' batches at each step exactly the
 batch a single process with the same global batch would draw; the trained
-weights then agree up to float rounding (chapter 5.2 checks it).
+weights then agree up to float rounding (chapter 5.3 checks it).
 """
 
 from __future__ import annotations

@@ -242,9 +242,10 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
 def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
                 lr: float = 1e-3, compile: bool = False, channels_last: bool = True,
                 schedule: str = "constant", cuda_graph: bool = False) -> LoopResult:
-    """:func:`aebook.train.fit`: data held on the device, bfloat16 autocast on CUDA, optional
-    ``torch.compile`` or CUDA-graph capture of the step (``cuda_graph``, CUDA only) and
-    channels-last memory layout. ``final_loss`` as in :func:`textbook_loop`.
+    """:func:`aebook.train.fit` (data held on the device, bfloat16 autocast on CUDA, optional
+    ``torch.compile`` or CUDA-graph capture of the step: ``cuda_graph``, CUDA only), with the model
+    and data first converted to the channels-last memory layout by this wrapper when
+    ``channels_last`` (``fit`` itself leaves the layout alone). ``final_loss`` as in :func:`textbook_loop`.
 
     The defaults (Adam at a constant 1e-3, no weight decay) are the textbook loop's, so that a
     comparison measures the data path and nothing else; ``schedule="cosine"`` gives ``fit``'s own

@@ -1,4 +1,4 @@
-"""Security and privacy of models and bitstreams (chapter 5.3).
+"""Security and privacy of models and bitstreams (chapter 5.4).
 
 - :func:`pickle_imports` lists what a pickle (or a ``torch.save`` zip) would
   import when loaded, without loading it: the code a stranger's checkpoint

@@ -1,4 +1,4 @@
-"""Stream random patches from a folder of images larger than memory (chapter 5.2).
+"""Stream random patches from a folder of images larger than memory (chapter 5.3).
 
 :class:`ImageFolderPatches` is a :class:`torch.utils.data.IterableDataset`: it
 lists the image files once, then opens them one at a time while iterating,

@@ -185,7 +185,8 @@ def _update_manifest(root: Path, name: str, entry: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m aebook.train_pretrained`` (also reads recorded commands)."""
     parser = argparse.ArgumentParser(prog="python -m aebook.train_pretrained", description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help=f"models to train (default: all of {', '.join(RECIPES)})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -199,7 +200,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--root", default=str(PRETRAINED_DIR), help="folder to write (default: the package's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+#: What every recorded command starts with.
+COMMAND_PREFIX = ("python", "-m", "aebook.train_pretrained")
+
+
+def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) -> list[str]:
+    """The commands that retrain the shipped model ``name`` stage by stage, ready to run as printed.
+
+    The manifest records each stage's command as it was typed, with that machine's folders
+    (``--root /tmp/...``, ``--init /tmp/.../denoise``), which exist nowhere else. Here stage
+    ``i`` (counting from 1, oldest first, as :func:`aebook.pretrained.lineage` lists them) writes
+    to ``folder/i`` and stage ``i + 1`` starts from what it wrote (``--init folder/i/NAME``).
+    Every recorded setting that differs from today's recipe is passed with ``--set``, so a
+    recipe changed since does not change the rerun. Device, thread count and time budget stay
+    as recorded (replace ``--device cuda`` on a machine without a GPU). Training is not
+    bit-for-bit reproducible across machines: the chain repeats the procedure, not the bits.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a recorded command this function cannot read.
+    """
+    import shlex
+
+    from aebook.pretrained import lineage
+
+    parser = build_parser()
+    commands: list[str] = []
+    previous: str | None = None
+    for i, stage in enumerate(lineage(name, root), start=1):
+        argv = shlex.split(str(stage.get("command") or ""))
+        if tuple(argv[:3]) != COMMAND_PREFIX:
+            raise ValueError(f"stage {i} of {name!r} was not made by train_pretrained: {stage.get('command')!r}")
+        try:
+            args = parser.parse_args(argv[3:])
+        except SystemExit:
+            raise ValueError(f"stage {i} of {name!r}: cannot read its command {stage['command']!r}") from None
+        settings = stage.get("settings") or {}
+        task = settings.get("task")
+        stage_name = task if task in RECIPES else (args.names[0] if len(args.names) == 1 else name)
+        if stage_name not in RECIPES:
+            raise ValueError(f"stage {i} of {name!r} trained {stage_name!r}, which has no recipe")
+        if previous is None and args.init is not None:
+            raise ValueError(f"stage {i} of {name!r} starts from weights {args.init!r} the manifest does not describe")
+        out = [*COMMAND_PREFIX, stage_name]
+        if previous is not None:
+            out += ["--init", previous]
+        out += ["--root", f"{folder}/{i}"]
+        if args.minutes is not None:
+            out += ["--minutes", f"{args.minutes:g}"]
+        if args.device != "auto":
+            out += ["--device", args.device]
+        if args.threads:
+            out += ["--threads", str(args.threads)]
+        if args.quiet:
+            out.append("--quiet")
+        recipe = RECIPES[stage_name][1]
+        for key, value in settings.items():
+            if key in recipe and key != "task" and value != recipe[key]:
+                out += ["--set", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+        commands.append(shlex.join(out))
+        previous = f"{folder}/{i}/{stage_name}"
+    return commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         overrides = {}
         for item in args.set:

@@ -1,5 +1,5 @@
 """A block-transform autoencoder codec: the linear autoencoder's transform, a dead-zone
-quantiser, ANS, and a convolutional decoder network (chapter 5.1).
+quantiser, ANS, and a convolutional decoder network (chapter 5.2).
 
 :class:`aebook.codec.ConvCodec` learns its whole transform by gradient descent, and a
 short training leaves it short of JPEG. This codec splits the work differently:

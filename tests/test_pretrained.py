@@ -1,6 +1,7 @@
 """The shipped weights: every manifest entry loads, hashes match, the CLI uses them by default."""
 
 import json
+import shlex
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ from aebook import pretrained as pt
 from aebook.checkpoint import WEIGHTS, sha256_file
 from aebook.cli import main
 from aebook.imageio import read_image, write_image
+from aebook.train_pretrained import RECIPES
 
 SHIPPED = ("codec", "denoise", "enhance", "inpaint", "kltcodec", "upscale2", "upscale4")
 
@@ -260,3 +262,55 @@ def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
     start = pt.manifest(roots[2])["denoise"]["init"]
     assert "init" not in start and start["sha256"] == sha256_file(roots[0] / "denoise" / WEIGHTS)
     assert start["path"] == str(roots[0] / "denoise")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
+    from aebook.train_pretrained import build_parser, rerun_commands
+
+    commands = rerun_commands(name, folder="runs")
+    stages = pt.lineage(name)
+    assert len(commands) == len(stages)
+    for i, command in enumerate(commands, start=1):
+        assert "/tmp" not in command and "/root" not in command, command
+        args = build_parser().parse_args(shlex.split(command)[3:])
+        assert args.root == f"runs/{i}"
+        assert (args.init is None) == (i == 1)
+        if i > 1:
+            assert args.init.startswith(f"runs/{i - 1}/")
+        settings = stages[i - 1]["settings"]   # every recorded setting is restated or is today's recipe
+        recipe = RECIPES[args.names[0]][1]
+        overrides = dict(item.split("=", 1) for item in args.set)
+        for key, value in settings.items():
+            if key in recipe and key != "task":
+                assert json.loads(overrides[key]) == value if key in overrides else recipe[key] == value, key
+
+
+def test_rerun_commands_retrain_a_recorded_chain(tmp_path, capsys, monkeypatch):
+    from aebook.train_pretrained import main as train_main, rerun_commands
+
+    tiny = ["--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16",
+            "--set", "depth=2", "--set", "width=4"]
+    first, second = tmp_path / "machine" / "a", tmp_path / "machine" / "b"
+    assert train_main(["upscale2", "--root", str(first), *tiny]) == 0
+    assert train_main(["upscale2", "--init", str(first / "upscale2"), "--root", str(second),
+                       "--set", "seed=7", *tiny]) == 0
+    commands = rerun_commands("upscale2", folder="rerun", root=second)
+    assert len(commands) == 2 and not any(str(tmp_path) in c for c in commands)
+    monkeypatch.chdir(tmp_path)   # the reader's working folder
+    for command in commands:
+        assert train_main(shlex.split(command)[3:]) == 0
+    capsys.readouterr()
+    redone = pt.manifest(tmp_path / "rerun" / "2")["upscale2"]
+    assert redone["settings"] == pt.manifest(second)["upscale2"]["settings"]
+    assert redone["init"]["sha256"] == sha256_file(tmp_path / "rerun" / "1" / "upscale2" / WEIGHTS)
+
+
+def test_rerun_commands_refuse_unknown_models_and_foreign_commands(tmp_path):
+    from aebook.train_pretrained import rerun_commands
+
+    with pytest.raises(ValueError, match="unknown pretrained model"):
+        rerun_commands("nope")
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": {"path": "denoise", "command": "make"}}}))
+    with pytest.raises(ValueError, match="not made by train_pretrained"):
+        rerun_commands("denoise", root=tmp_path)
