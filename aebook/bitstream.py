@@ -63,7 +63,7 @@ _VERSION_OF = {coder: version for version, coder in VERSIONS.items()}
 MODES = ("L", "RGB")  # the mode byte is the index into this tuple
 _UINT32_MAX = (1 << 32) - 1
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-#: A file declaring more latent symbols is refused before its payload is decoded (memory: 8 bytes each).
+#: A file declaring more latent symbols is refused before its payload is decoded (8 bytes of memory each).
 MAX_SYMBOLS = 50_000_000
 MAX_ANS_SYMBOLS = MAX_SYMBOLS  # the former name, when only ANS files had a cap
 _TABLE_ENTRY = np.dtype([("symbol", ">i4"), ("length", "u1")])  # 5 bytes, no padding

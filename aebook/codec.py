@@ -62,9 +62,9 @@ QUALITY_STEPS: dict[int, float] = {q: float(np.float32(4.0 * 16.0 ** (-(q - 1) /
 DOWNSAMPLE = 8  # three stride-2 stages
 # decompress refuses images of more than MAX_PIXELS pixels (aebook.imageio) by default: a tiny file could claim a huge one
 MAX_LATENT = 1e6  # ... and latents this large, which no trained encoder produces
-#: Tiles of the whole-image encoder and decoder, in latent cells (8 x 8 pixels): memory stays bounded
-#: whatever the image size, and the result is the same as in one piece (the overlap exceeds the
-#: networks' receptive fields: 36 pixels for the encoder, 3.5 cells for the decoder).
+#: Tiles of the whole-image encoder and decoder, in latent cells of 8 x 8 pixels, so that memory
+#: stays bounded whatever the image size; the result is the same as in one piece (the overlap
+#: exceeds the networks' receptive fields, 36 pixels for the encoder and 3.5 cells for the decoder).
 TILE_CELLS, TILE_OVERLAP = 128, 6
 
 

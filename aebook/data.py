@@ -31,7 +31,7 @@ import torch
 
 DATASET_NAMES = ("digits", "mnist_sample", "mnist", "fashion_mnist", "cifar10", "photos", "photos_rgb", "folder")
 
-#: The embedded real-MNIST sample: MNIST's test images 0-4999 re-split 4,000 / 1,000 (CC BY-SA 3.0).
+#: The embedded real-MNIST sample (MNIST's test images 0-4999 re-split 4,000 / 1,000, CC BY-SA 3.0).
 MNIST_SAMPLE = Path(__file__).parent / "datasets" / "mnist_sample.npz"
 
 

@@ -140,8 +140,8 @@ class LogitAutoencoder(Autoencoder):
         in the state dict.
         """
         raise NotImplementedError
-    #: BatchNorm lets these models train at a high rate: 1e-2 gave +0.5 dB over 2e-3 on
-    #: real digits in the same number of steps (chapter 3.2).
+    #: BatchNorm lets these models train at a high rate (1e-2 gave +0.5 dB over 2e-3 on
+    #: real digits in the same number of steps).
     default_lr = 1e-2
 
     def __init__(self, shape: Shape, latent_dim: int, recon: str = "bce", **options: Any) -> None:

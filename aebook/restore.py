@@ -17,7 +17,7 @@ upscale2/4   bicubic-upscaled low-res image   bicubic + correction
 enhance      badly exposed / colour-cast RGB  corrected image
 =========== ================================ ======================================
 
-``inpaint_blind`` is the blind variant of ``inpaint`` (chapter 4.2): the holes
+``inpaint_blind`` is the blind variant of ``inpaint`` (chapter 4.3): the holes
 hold random values and no mask is given, so the network must find the damage
 as well as fill it.
 
@@ -193,7 +193,7 @@ def _inpaint_make(clean, gen):
 
 def _inpaint_blind_make(clean, gen):
     """Holes as in ``inpaint`` but filled with uniform random values, and no mask for the network."""
-    mask = _hole_mask(clean, gen, scratches=False)  # as when chapter 4.2 was written
+    mask = _hole_mask(clean, gen, scratches=False)  # as when chapter 4.3 was written
     fill = torch.rand(clean.shape, generator=gen, device=clean.device)
     return clean * (1 - mask) + fill * mask, None
 
@@ -365,7 +365,7 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     ``ensemble=True`` is the geometric self-ensemble (Lim et al., 2017, "EDSR+"):
     the network restores the 8 rotated and flipped copies of the input, each
     result is turned back and the 8 are averaged. Eight times the work for a
-    cleaner estimate; chapters 4.2 and 4.3 measure the gain.
+    cleaner estimate; chapters 4.3 and 4.4 measure the gain.
     """
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:

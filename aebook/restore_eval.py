@@ -1,4 +1,4 @@
-"""Side-by-side evaluation of restoration methods (chapters 4.2 and 4.3).
+"""Side-by-side evaluation of restoration methods (chapters 4.3 and 4.4).
 
 The same damaged images go to every method, classical or learned, and each
 result is scored against the clean image with PSNR and SSIM and timed:

@@ -1,8 +1,8 @@
 """Denoisers side by side on the held-out photos: PSNR at several noise levels, one pass.
 
-The comparison behind chapter 4.3's goal, as a script for deciding between weights (e.g. the
+The comparison behind chapter 4.4's goal, as a script for deciding between weights (e.g. the
 output of a GPU training stage against the shipped ones) without building the chapter. Every
-method sees the same noise (chapter 4.3's seeds: image ``i`` gets seed ``i``), on the whole
+method sees the same noise (chapter 4.4's seeds: image ``i`` gets seed ``i``), on the whole
 grayscale :data:`aebook.data.HELD_OUT_PHOTOS` (``--crop``: their centre crops).
 
 Usage::

@@ -3,12 +3,12 @@
 #
 #   1. The shipped denoiser trained further on the GPU for DENOISE_MINUTES wall-clock minutes
 #      (python -m aebook.train_pretrained denoise --init denoise --minutes ...): the next stage
-#      of its lineage (chapter 4.3's goal against BM3D). First, as it matters most.
+#      of its lineage (chapter 4.4's goal against BM3D). First, as it matters most.
 #      The shipped network has 17 layers (DnCNN's depth), grown from 12 on the CPU; a
 #      DENOISE_DEPTH above that grows it again first (aebook.restore.deepen: new layers start
 #      as the identity, so training starts from the shipped function). DENOISE_SIGMA_RANGE
 #      is the interval of training noise levels (the recipe's [0,55] by default; the last CPU
-#      stage used [15,35], around chapter 4.3's sigma = 25).
+#      stage used [15,35], around chapter 4.4's sigma = 25).
 #      The learning rate ramps up over the first WARMUP (5%) of the budget: without it, Adam's
 #      first steps knock the trained network far off its optimum and part of the budget goes
 #      to climbing back. Measured on the 2-core CPU (1 minute, 17 layers grown from the shipped

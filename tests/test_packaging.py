@@ -357,9 +357,10 @@ def core_closure() -> set[str]:
 #: One call for each subcommand; {img}, {rgb}, {mask} and {tmp} are filled in. A new subcommand
 #: must be added here (the test fails until it is), so that it too is checked with core only.
 CLI_CALLS = {
-    "train": ["train", "--dataset", "digits", "--model", "linear", "--latent-dim", "4", "--epochs", "1",
+    "train": ["train", "--dataset", "digits", "--model", "vae", "--latent-dim", "4", "--epochs", "1",
               "--limit", "64", "--quiet", "--out", "{tmp}/run"],
     "evaluate": ["evaluate", "{tmp}/run", "--limit", "64", "--baseline", "pca"],
+    "sample": ["sample", "{tmp}/run", "--n", "4", "--out", "{tmp}/samples.npy"],
     "compress": ["compress", "{img}", "{tmp}/x.aeb"],
     "decompress": ["decompress", "{tmp}/x.aeb", "{tmp}/x.png"],
     "train-restorer": ["train-restorer", "denoise", "--epochs", "1", "--n-patches", "16", "--patch-size", "16",
