@@ -1,29 +1,46 @@
 """The ``aebook`` command (also ``python -m aebook``).
 
 ``aebook train``    train a model on a dataset and write a run folder.
+``aebook sample``   new images from a ``vae``, ``vqvae`` or ``latent-diffusion`` run (chapter 4.2).
 ``aebook evaluate`` PSNR/SSIM of a run folder on a split, optionally against PCA.
-``aebook compress`` an image into an ``.aeb`` file with a learned codec (chapter 5).
+``aebook compress`` an image into an ``.aeb`` file with a learned codec (chapter 5.2).
 ``aebook decompress`` an ``.aeb`` file back into an image.
 ``aebook train-restorer`` train a restoration network (chapter 4).
 ``aebook denoise`` / ``inpaint`` / ``upscale`` / ``enhance`` restore an image file.
 
-Bad input (unknown names, missing folders or files, corrupted checkpoints)
-prints one line ``aebook: error: ...`` to stderr and exits with code 2.
+Bad input (unknown names, missing folders or files, corrupted checkpoints, numbers
+out of range, an output that would overwrite the input or a foreign folder, a file
+declaring more than ``--max-pixels`` pixels, any error of the operating system)
+prints one line ``aebook: error: ...`` to stderr and exits with code 2, having
+written and changed nothing. Every flag is checked before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 EXIT_BAD_INPUT = 2
+#: Models whose ``train`` writes a two-stage generator (autoencoder + prior), and the most ``sample --n``.
+TWO_STAGE_MODELS, MAX_SAMPLES = ("vqvae", "latent-diffusion"), 100_000
+
+#: The range of every numeric flag (by argparse name), checked before any work (integers
+#: within the bounds; floats finite and within them, ``lr`` above 0).
+FLAG_RANGES: dict[str, tuple[float, float]] = {
+    "latent_dim": (1, 1 << 16), "epochs": (1, 1_000_000), "batch_size": (1, 1 << 20), "lr": (0.0, 1.0),
+    "seed": (0, 2**32 - 1), "limit": (1, 2**31 - 1), "quality": (1, 8), "n_patches": (1, 10_000_000),
+    "patch_size": (8, 1024), "depth": (2, 256), "width": (1, 1024), "sigma": (0.0, 255.0),
+    "tile": (64, 1 << 16), "max_pixels": (1, 1 << 40),
+}
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--dataset", default=default, help=f"dataset name: digits, mnist, fashion_mnist, cifar10, "
+    p.add_argument("--dataset", default=default, help=f"dataset name: digits, mnist_sample (5,000 real MNIST digits, embedded), mnist, fashion_mnist, cifar10, "
                    f"photos, photos_rgb, folder (default: {default or 'the one the run was trained on'})")
     p.add_argument("--data-dir", default=None, help="torchvision-layout folder or your image folder "
                    "(default: $AEBOOK_DATA or ~/.cache/aebook)")
@@ -38,16 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and write RUN_DIR/{model.safetensors,config.json,history.json}")
     _add_data_args(t, "digits")
-    t.add_argument("--model", default="conv", help="linear, mlp, conv or vae (default: conv)")
+    t.add_argument("--model", default="conv", help="linear, mlp, conv or vae, or a two-stage generator: vqvae "
+                   "(VQ-VAE + PixelCNN prior) or latent-diffusion (autoencoder + flow-matching prior over its "
+                   "codes), which train both stages into one run folder (default: conv)")
+    t.add_argument("--prior-epochs", type=int, default=None, help="vqvae and latent-diffusion only: epochs of the "
+                   "second stage; --epochs trains the autoencoder (default: the PixelCNN --epochs, the flow "
+                   "prior 20 x --epochs: passes over the codes cost far less than passes over the images)")
     t.add_argument("--latent-dim", type=int, default=16, help="latent size (default: 16)")
     t.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
-    t.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model's own: 1e-2 for "
+                   "mlp, conv and vae, which use BatchNorm; 2e-3 for linear)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto = CUDA > MPS > CPU)")
     t.add_argument("--compile", action="store_true", help="use torch.compile (default: off)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
     t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out (default: refuse)")
+
+    g = sub.add_parser("sample", help="draw new images from a vae, vqvae or latent-diffusion run folder")
+    g.add_argument("run_dir", help="run folder written by 'aebook train --model vae|vqvae|latent-diffusion'")
+    g.add_argument("--n", type=int, required=True, help=f"number of images, 1 to {MAX_SAMPLES}")
+    g.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    g.add_argument("--out", required=True, help="file to write: .npy holds a float32 array (N, C, H, W) with values "
+                   "in [0, 1]; .png a grid of the images")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
 
     e = sub.add_parser("evaluate", help="PSNR/SSIM of a run on a split; prints JSON on the last line")
     e.add_argument("run_dir", help="run folder written by 'aebook train'")
@@ -64,12 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="kltcodec", help="shipped pretrained codec name (kltcodec: block KLT + ANS "
                    "+ decoder network; codec: convolutional autoencoder + Huffman) or a codec run folder "
                    "(written by benchmarks/codec_rd.py --save) (default: %(default)s)")
+    _add_max_pixels(c)
 
     d = sub.add_parser("decompress", help="decompress an .aeb file into an image")
     d.add_argument("input", help="the .aeb file")
     d.add_argument("output", help="image to write (.png recommended)")
     d.add_argument("--model", default=None, help="the codec the file was compressed with: a shipped name "
                    "or a run folder (default: the shipped codec whose id the file names)")
+    _add_max_pixels(d)
 
     r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
     r.add_argument("task", help="denoise, inpaint, inpaint_blind, upscale2, upscale4 or enhance")
@@ -84,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
     r.add_argument("--out", required=True, help="run folder to write")
+    r.add_argument("--overwrite", action="store_true", help="replace the run already in --out (default: refuse)")
 
     model_help = "run folder of 'aebook train-restorer', or a shipped pretrained name (default: %(default)s)"
     for name, helptext in (("denoise", "remove Gaussian noise"), ("inpaint", "fill the pixels a mask marks as missing"),
@@ -103,7 +138,97 @@ def build_parser() -> argparse.ArgumentParser:
                        "(bounded memory; results do not depend on it) (default: %(default)s)")
         q.add_argument("--ensemble", action="store_true", help="average the results for the 8 rotations and "
                        "flips of the input: a little better, 8 times slower (default: off)")
+        _add_max_pixels(q)
     return parser
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    from aebook.imageio import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse images of more pixels than this, "
+                   "read or written, before decoding them: a tiny file can declare a huge image "
+                   "(default: %(default)s = 4096 x 4096)")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the flag when a number is out of :data:`FLAG_RANGES` (or not finite)."""
+    for name, (low, high) in FLAG_RANGES.items():
+        value = getattr(args, name, None)
+        if value is None or isinstance(value, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, float) or isinstance(low, float):
+            if not (math.isfinite(value) and low <= value <= high and (name != "lr" or value > 0)):
+                interval = f"({low:g}, {high:g}]" if name == "lr" else f"[{low:g}, {high:g}]"
+                raise ValueError(f"{flag} must be a finite number in {interval}, got {value}")
+        elif not low <= value <= high:
+            raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {value}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (after resolving links, or the same inode)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop
+        return False
+
+
+def _writable_folder(folder: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to folder {folder}: permission denied")
+
+
+def _check_output(output: str, inputs: Iterable[str], image: bool) -> None:
+    """Before any work: ``output`` names a file (not a folder) in an existing, writable folder,
+    is none of ``inputs`` (writing it would destroy the input), and, for an ``image``, has a
+    suffix Pillow can write. ``ValueError`` (``FileNotFoundError`` for a missing folder) otherwise."""
+    from aebook.imageio import image_format
+
+    out = Path(output)
+    if out.is_dir():
+        raise ValueError(f"output {output} is a folder: give the output a file name")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    _writable_folder(out.parent)
+    for source in inputs:
+        if _same_file(out, Path(source)):
+            raise ValueError(f"output {output} is the input {source}: writing it would destroy the input, "
+                             "choose another output name")
+    if image:
+        image_format(out)
+
+
+def _check_run_out(out: str, overwrite: bool) -> None:
+    """Before training: ``--out`` may be new, an empty folder, or (with ``--overwrite``) a run
+    folder; never a file, nor a folder with other contents (its files would be replaced)."""
+    from aebook.checkpoint import WEIGHTS, read_config
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    if path.is_dir() and any(path.iterdir()):
+        try:
+            read_config(path)
+            is_run = (path / WEIGHTS).is_file()
+        except (ValueError, OSError):
+            is_run = False
+        if not is_run:
+            raise ValueError(f"--out {out} is a folder that is neither empty nor an aebook run: "
+                             "refusing to write into it")
+        if not overwrite:
+            raise ValueError(f"--out {out} already holds a run: pass --overwrite to replace it")
+    existing = path if path.is_dir() else next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot create --out {out}: {existing} is a file")
+    _writable_folder(existing)
+
+
+def _check_finite(values: Iterable[float], what: str) -> None:
+    """Refuse to save a diverged training (``ValueError`` if a loss is NaN or infinite)."""
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"training diverged: the {what} became {bad[0]}; nothing was written "
+                         "(try a smaller --lr)")
 
 
 def _version() -> str:
@@ -120,6 +245,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from aebook.runtime import pick_device, seed_everything
     from aebook.train import TrainConfig, fit
 
+    _check_run_out(args.out, args.overwrite)  # before any work: a file, a foreign folder, a run
+    if args.model in TWO_STAGE_MODELS:
+        return cmd_train_two_stage(args)
     device = pick_device(args.device)
     check_model_name(args.model)  # fail before loading any data
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
@@ -130,11 +258,63 @@ def cmd_train(args: argparse.Namespace) -> dict:
                          device=str(device), compile=args.compile, progress=not args.quiet)
     history = fit(model, data.train, config, val=data.test)
     train_config = {"dataset": args.dataset, "data_dir": args.data_dir, "limit": args.limit,
-                    "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                    "epochs": args.epochs, "batch_size": args.batch_size,
+                    "lr": args.lr if args.lr is not None else model.default_lr, "seed": args.seed,
                     "device": str(device), "command": "aebook " + " ".join(sys.argv[1:])}
+    _check_finite([*history.train_loss, *history.val_loss], "loss")
     save_run(args.out, model, history.to_dict(), train_config)
     return {"run_dir": str(Path(args.out)), "train_loss": history.train_loss[-1] if history.train_loss else None,
             "val_loss": history.val_loss[-1] if history.val_loss else None}
+
+
+def cmd_train_two_stage(args: argparse.Namespace) -> dict:
+    """``train --model vqvae|latent-diffusion``: the autoencoder, then its prior, saved as one run folder."""
+    from aebook.data import load_dataset
+    from aebook.generators import save_generator, train_generator
+    from aebook.runtime import pick_device, seed_everything
+    from aebook.train import TrainConfig
+
+    if args.prior_epochs is not None and not 1 <= args.prior_epochs <= 1_000_000:
+        raise ValueError(f"--prior-epochs must be an integer in [1, 1000000], got {args.prior_epochs}")
+    device = pick_device(args.device)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
+                        limit_train=args.limit, limit_test=args.limit, seed=args.seed)
+    seed_everything(args.seed)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         device=str(device), compile=args.compile, progress=not args.quiet)
+    model, histories = train_generator(args.model, data, args.epochs, args.latent_dim, args.prior_epochs, config)
+    for stage, h in histories.items():
+        _check_finite([*h["train_loss"], *h["val_loss"]], f"{stage} loss")
+    train_config = {"dataset": args.dataset, "data_dir": args.data_dir, "limit": args.limit,
+                    "epochs": args.epochs, "prior_epochs": args.prior_epochs, "batch_size": args.batch_size,
+                    "lr": args.lr, "seed": args.seed, "device": str(device),
+                    "command": "aebook " + " ".join(sys.argv[1:])}
+    save_generator(args.out, model, histories, train_config)
+    return {"run_dir": str(Path(args.out)), "model": args.model,
+            **{f"{stage}_val_loss": h["val_loss"][-1] if h["val_loss"] else None for stage, h in histories.items()},
+            "seconds": round(sum(sum(h["seconds"]) for h in histories.values()), 1)}
+
+
+def cmd_sample(args: argparse.Namespace) -> dict:
+    """``sample RUN --n N --out FILE``: new images from a generator's run folder, as .npy or a .png grid."""
+    import time
+
+    from aebook.generators import check_output as check_samples_output
+    from aebook.generators import load_generator, sample_images, write_samples
+    from aebook.runtime import pick_device
+
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise ValueError(f"--n must be an integer in [1, {MAX_SAMPLES}], got {args.n}")
+    check_samples_output(args.out)  # before any work: suffix, folder, permissions
+    device = pick_device(args.device)
+    model, config = load_generator(args.run_dir, device)
+    start = time.perf_counter()
+    with torch_inference():
+        images = sample_images(model, args.n, args.seed)
+    seconds = time.perf_counter() - start
+    write_samples(args.out, images)
+    return {"output": str(args.out), "model": config["model"]["model"], "shape": list(images.shape),
+            "seed": args.seed, "seconds": round(seconds, 3)}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -170,8 +350,9 @@ def cmd_compress(args: argparse.Namespace) -> dict:
 
     from aebook.pretrained import resolve
 
+    _check_output(args.output, [args.input], image=False)
     codec, _ = load_codec(resolve(args.model))
-    img = read_image(args.input)
+    img = read_image(args.input, max_pixels=args.max_pixels)
     if (img.ndim == 3) != (codec.channels == 3):
         raise ValueError(f"{args.input} is {'colour' if img.ndim == 3 else 'grayscale'} but the codec in "
                          f"{args.model} is for {codec.mode} images")
@@ -183,19 +364,23 @@ def cmd_compress(args: argparse.Namespace) -> dict:
 
 
 def cmd_decompress(args: argparse.Namespace) -> dict:
-    from aebook.bitstream import read_aeb
-    from aebook.codec import decompress, load_codec
+    from aebook.bitstream import check_header, read_aeb, read_aeb_header
+    from aebook.codec import check_fits, decompress, load_codec
     from aebook.imageio import write_image
 
     from aebook.pretrained import resolve
 
-    aeb = read_aeb(args.input)
+    _check_output(args.output, [args.input], image=True)
+    header = read_aeb_header(args.input)  # every field checked; the payload is not decoded yet
+    check_header(header, args.max_pixels)
     if args.model is None:
-        codec = _shipped_codec_for(aeb.model_id, args.input)
+        codec = _shipped_codec_for(header.model_id, args.input)
     else:
         codec, _ = load_codec(resolve(args.model))
+    check_fits(header, codec, codec.model_id, args.max_pixels)
+    aeb = read_aeb(args.input, max_pixels=args.max_pixels, latent_shape=codec.latent_shape)
     with torch_inference():
-        img = decompress(aeb, codec, expected_model_id=codec.model_id)
+        img = decompress(aeb, codec, expected_model_id=codec.model_id, max_pixels=args.max_pixels)
     write_image(args.output, img)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode}
 
@@ -224,11 +409,13 @@ def cmd_train_restorer(args: argparse.Namespace) -> dict:
     from aebook.restore import make_task, save_restorer, train_restorer
 
     make_task(args.task)  # fail before training on a bad name
+    _check_run_out(args.out, args.overwrite)
     model, losses = train_restorer(args.task, epochs=args.epochs, n_patches=args.n_patches, patch_size=args.patch_size,
                                    depth=args.depth, width=args.width, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, device=args.device, progress=not args.quiet)
     train_config = {k: getattr(args, k) for k in ("epochs", "n_patches", "patch_size", "batch_size", "lr", "seed")}
     train_config["command"] = "aebook " + " ".join(sys.argv[1:])
+    _check_finite(losses, "loss")
     save_restorer(args.out, model, args.task, losses, train_config)
     return {"run_dir": str(args.out), "task": args.task, "final_loss": losses[-1] if losses else None}
 
@@ -236,7 +423,7 @@ def cmd_train_restorer(args: argparse.Namespace) -> dict:
 def cmd_restore(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from aebook.imageio import read_image, read_image_bits, write_image
+    from aebook.imageio import check_pixels, read_image, read_image_bits, write_image
     from aebook.pretrained import resolve
     from aebook.restore import load_restorer, restore_image
     from aebook.runtime import pick_device
@@ -245,10 +432,14 @@ def cmd_restore(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()  # after the imports: the JSON reports the work itself
     task = f"upscale{args.scale}" if args.command == "upscale" else args.command
-    img, bits = read_image_bits(args.input)
+    _check_output(args.output, [args.input, *([args.mask] if task == "inpaint" else [])], image=True)
+    img, bits = read_image_bits(args.input, max_pixels=args.max_pixels)
+    if task.startswith("upscale"):
+        check_pixels(img.shape[1] * args.scale, img.shape[0] * args.scale, args.max_pixels,
+                     f"the x{args.scale} upscaled {args.input}")
     mask = None
     if task == "inpaint":
-        m = read_image(args.mask)
+        m = read_image(args.mask, max_pixels=args.max_pixels)
         mask = (m if m.ndim == 2 else m.mean(axis=2)) > 0.5
         if mask.shape != img.shape[:2]:
             raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
@@ -267,7 +458,7 @@ def cmd_restore(args: argparse.Namespace) -> dict:
             "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3)}
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,
             "train-restorer": cmd_train_restorer, "denoise": cmd_restore, "inpaint": cmd_restore,
             "upscale": cmd_restore, "enhance": cmd_restore}
 
@@ -285,15 +476,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory()
     args = build_parser().parse_args(argv)
     try:
+        _check_flags(args)
         result = COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"aebook: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("aebook: interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result))
+    except _bad_input_errors() as err:
+        print(f"aebook: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(_json_safe(result)))
     return 0
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    """What ends a command with one line and exit code 2: ``ValueError``, any ``OSError`` (a
+    folder for a file, a read-only folder, a full disk ...) and Pillow's decompression-bomb error."""
+    errors: tuple[type[BaseException], ...] = (ValueError, OSError)
+    pil = sys.modules.get("PIL.Image")
+    return errors + ((pil.DecompressionBombError,) if pil is not None else ())
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: an operating-system error as ``path: reason``."""
+    if isinstance(err, OSError) and err.strerror:
+        names = [n for n in (err.filename, err.filename2) if n is not None]
+        text = f"{' -> '.join(map(str, names))}: {err.strerror}" if names else err.strerror
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null``: the last line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

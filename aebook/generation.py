@@ -13,6 +13,7 @@
   penultimate layer is the feature space of an FID-style
   :func:`frechet_distance`; :class:`LatentGaussian` samples from a Gaussian fitted
   to the codes of a plain autoencoder or of PCA.
+- Copies or new images? :func:`nearest_neighbours` in pixel space (chapter 4.2).
 """
 
 from __future__ import annotations
@@ -347,6 +348,28 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return max(d, 0.0)
 
 
+# ---------------------------------------------------------------- copies of the training set?
+@torch.no_grad()
+def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean pixel distance from each image in ``queries`` to its nearest image in ``reference``, and its index.
+
+    A generator that memorised its training set would produce samples much closer to their
+    nearest training image than held-out real images are: compare the two distributions of
+    distances. Returns ``(distances, indices)``, both ``(len(queries),)`` on the CPU.
+    """
+    if queries.shape[1:] != reference.shape[1:] or queries.ndim != 4:
+        raise ValueError(f"expected two image batches (N, C, H, W) of the same image shape, got "
+                         f"{tuple(queries.shape)} and {tuple(reference.shape)}")
+    ref = reference.flatten(1).float().cpu()
+    dists, idxs = [], []
+    for i in range(0, len(queries), batch_size):
+        d = torch.cdist(queries[i : i + batch_size].flatten(1).float().cpu(), ref)
+        best = d.min(1)
+        dists.append(best.values)
+        idxs.append(best.indices)
+    return torch.cat(dists), torch.cat(idxs)
+
+
 # ---------------------------------------------------------------- Gaussian in a code space
 class LatentGaussian:
     """A full-covariance Gaussian fitted to codes; samples from it are decoded into images.
@@ -385,8 +408,8 @@ class LatentGaussian:
 def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Class labels ``(train, test)`` matching :func:`aebook.data.load_dataset` ``(name, data_dir, seed=seed)``.
 
-    ``digits`` repeats the loader's seeded split; ``mnist`` and ``fashion_mnist``
-    read torchvision's folder offline (never downloaded).
+    ``digits`` repeats the loader's seeded split; ``mnist_sample`` reads the embedded labels;
+    ``mnist`` and ``fashion_mnist`` read torchvision's folder offline (never downloaded).
     """
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -395,6 +418,11 @@ def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0)
         order = np.random.default_rng(seed).permutation(len(target))
         n_test = len(target) // 5
         return torch.as_tensor(target[order[n_test:]]), torch.as_tensor(target[order[:n_test]])
+    if name == "mnist_sample":
+        from aebook.data import load_mnist_sample
+
+        _, train_labels, _, test_labels = load_mnist_sample()
+        return torch.as_tensor(train_labels.astype(np.int64)), torch.as_tensor(test_labels.astype(np.int64))
     if name in ("mnist", "fashion_mnist"):
         import torchvision
 
@@ -406,7 +434,7 @@ def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0)
             return tuple(torch.as_tensor(cls(str(root), train=t, download=False).targets) for t in (True, False))
         except RuntimeError as err:
             raise FileNotFoundError(f"{name} labels not found in {root}: {err}") from None
-    raise ValueError(f"no class labels for dataset {name!r}: choose digits, mnist or fashion_mnist")
+    raise ValueError(f"no class labels for dataset {name!r}: choose digits, mnist_sample, mnist or fashion_mnist")
 
 
 def explorer_figure(model: nn.Module, z: torch.Tensor, dims: Sequence[int], values: Sequence[float], scale: float = 1.0):

@@ -190,6 +190,25 @@ def test_dataset_labels_offline(fake_mnist, tmp_path):
         G.dataset_labels("fashion_mnist", tmp_path)
 
 
+def test_dataset_labels_of_the_embedded_mnist_sample():
+    data = aebook.load_dataset("mnist_sample")
+    ytr, yte = G.dataset_labels("mnist_sample")
+    assert len(ytr) == len(data.train) and len(yte) == len(data.test)
+    assert ytr.dtype == torch.int64 and set(ytr.unique().tolist()) == set(range(10))
+
+
+def test_nearest_neighbours_finds_copies():
+    torch.manual_seed(0)
+    train = torch.rand(30, 1, 4, 4)
+    queries = torch.cat([train[[7, 3]], torch.rand(2, 1, 4, 4)])
+    d, idx = G.nearest_neighbours(queries, train, batch_size=3)
+    assert idx[:2].tolist() == [7, 3] and torch.allclose(d[:2], torch.zeros(2), atol=1e-5)
+    brute = ((queries[2:].flatten(1)[:, None] - train.flatten(1)[None]) ** 2).sum(-1).sqrt()
+    assert torch.allclose(d[2:], brute.min(1).values, atol=1e-5) and torch.equal(idx[2:], brute.argmin(1))
+    with pytest.raises(ValueError, match="same image shape"):
+        G.nearest_neighbours(queries, torch.rand(3, 1, 5, 5))
+
+
 def test_explorer_static_and_live(tiny_vae, monkeypatch):
     import matplotlib.pyplot as plt
 
