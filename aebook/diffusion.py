@@ -255,9 +255,7 @@ def train_latent_diffusion(train: torch.Tensor, latent_dim: int = 16, epochs: in
     config, prior_config
         :class:`aebook.train.TrainConfig` of each stage (their ``epochs`` are overridden).
 
-    Returns
-    -------
-    (LatentDiffusion, {"autoencoder": History, "prior": History})
+    Returns the generator and ``{"autoencoder": History, "prior": History}``.
     """
     if prior_epochs is None:
         prior_epochs = PRIOR_EPOCHS_PER_EPOCH * epochs
