@@ -235,6 +235,8 @@ def train_latent_diffusion(train: torch.Tensor, latent_dim: int = 16, epochs: in
                            val: torch.Tensor | None = None) -> tuple[LatentDiffusion, dict[str, History]]:
     """Train both stages: the autoencoder on ``train`` images, then the flow prior on their codes.
 
+    Returns the generator and a dict of the two stages' histories (keys ``autoencoder`` and ``prior``).
+
     Parameters
     ----------
     train, val
@@ -247,15 +249,11 @@ def train_latent_diffusion(train: torch.Tensor, latent_dim: int = 16, epochs: in
         of images through the autoencoder, and the flow needs many more steps to converge.
     autoencoder, width
         ``"conv"`` (deterministic codes) or ``"vae"`` (posterior means), and the channels of its
-        first convolution: 16 by default, a third of the library's default cost per image
-        (the cost of a convolution grows with the square of its width) for about the same
-        reconstructions of 28x28 digits.
+        first convolution (16 by default, the library's default).
     scale
         Standardise the codes before the flow (the default); ``False`` is the chapter's ablation.
     config, prior_config
         :class:`aebook.train.TrainConfig` of each stage (their ``epochs`` are overridden).
-
-    Returns the generator and ``{"autoencoder": History, "prior": History}``.
     """
     if prior_epochs is None:
         prior_epochs = PRIOR_EPOCHS_PER_EPOCH * epochs
