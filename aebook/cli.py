@@ -458,9 +458,9 @@ def cmd_restore(args: argparse.Namespace) -> dict:
             "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3)}
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "compress": cmd_compress, "decompress": cmd_decompress,
-            "train-restorer": cmd_train_restorer, "denoise": cmd_restore, "inpaint": cmd_restore,
-            "upscale": cmd_restore, "enhance": cmd_restore}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "compress": cmd_compress,
+            "decompress": cmd_decompress, "train-restorer": cmd_train_restorer, "denoise": cmd_restore,
+            "inpaint": cmd_restore, "upscale": cmd_restore, "enhance": cmd_restore}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
