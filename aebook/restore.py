@@ -1,11 +1,20 @@
 """Image restoration networks for chapter 4: denoising, inpainting, super-resolution, enhancement.
 
-One architecture serves every task: a residual convolutional network in the
-style of DnCNN (Zhang et al., 2017) that looks at the damaged image (plus a
-condition map: the noise level for denoising, the mask for inpainting) and
-predicts the *correction* to add to it. The tasks differ only in how training
-pairs are made from clean patches (:class:`Task`) and in what the network is
-given:
+Two architectures, one interface. Each looks at the damaged image (plus a condition map: the
+noise level for denoising, the mask for inpainting, as FFDNet does) and predicts the
+*correction* to add to it:
+
+* :class:`EncoderDecoder`, the shipped one: an autoencoder-shaped network in the style of
+  DRUNet (Zhang et al., 2021). Stride-2 convolutions halve the resolution stage by stage down
+  to a coarse bottleneck, transposed convolutions bring it back, and (with ``skips``) each
+  decoder stage adds the encoder's features of the same scale, so fine detail does not have
+  to squeeze through the bottleneck. Channels double as the resolution halves, so each stage
+  costs about the same per pixel while the coarse stages see far (a wide view at low cost).
+* :class:`ResidualCNN`, a full-resolution stack of convolutions in the style of DnCNN
+  (Zhang et al., 2017): no downsampling, no bottleneck, a view of ``depth`` pixels each way.
+
+The tasks differ only in how training pairs are made from clean patches (:class:`Task`) and
+in what the network is given:
 
 =========== ================================ ======================================
 task         network input                    output
@@ -84,6 +93,129 @@ class ResidualCNN(nn.Module):
         if inp.shape[1] != self.channels + self.cond_channels:
             raise ValueError(f"expected {self.cond_channels} condition channels, got {inp.shape[1] - self.channels}")
         return x + self.body(inp)
+
+
+class ResBlock(nn.Module):
+    """``x + conv(relu(conv(x)))``: two 3x3 convolutions of ``width`` channels around a ReLU.
+
+    The second convolution starts small (He initialisation scaled by 0.1), so a deep stack of
+    blocks starts close to the identity and trains without normalisation layers.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        for conv in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            self.conv2.weight.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the last two axes of ``x`` at the bottom and right to multiples of ``multiple``,
+    by reflection (by repeating the edge where the image is too small to reflect)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+class EncoderDecoder(nn.Module):
+    """A convolutional encoder–decoder (U-Net) that predicts a correction added to the image.
+
+    Stage ``s`` works at ``1 / 2**s`` of the resolution with ``widths[s]`` channels and
+    ``blocks[s]`` :class:`ResBlock` s. The encoder runs the stages from fine to coarse, each
+    followed by a 2x2 stride-2 convolution; the last (coarsest) stage is the bottleneck; the
+    decoder comes back up with 2x2 stride-2 transposed convolutions, each followed by the
+    blocks of its scale. With ``skips`` the decoder adds the encoder's output of the same
+    scale before its blocks (DRUNet's additive skips); without them the network is a pure
+    autoencoder, and everything it outputs must pass through the bottleneck.
+
+    Images of any size are padded (by reflection) to a multiple of ``2 ** (len(widths) - 1)``
+    and cropped back.
+
+    Parameters
+    ----------
+    channels
+        Image channels (1 or 3).
+    cond_channels
+        Extra input channels (noise-level map or mask) concatenated to the image.
+    widths
+        Channels of each stage, finest first (e.g. ``(32, 64, 128, 256)``: 3 halvings).
+    blocks
+        Residual blocks per stage, same length as ``widths``.
+    skips
+        Add the encoder's features to the decoder's at each scale.
+    """
+
+    name = "encoder_decoder"
+    #: Default tile size and overlap for :func:`apply_tiled`: the coarse stages see far, so
+    #: tiles are large (a 512 x 512 image is one tile) and overlap by 32 pixels each way.
+    tile, overlap = 512, 32
+
+    def __init__(self, channels: int = 1, cond_channels: int = 0, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 blocks: tuple[int, ...] = (1, 1, 1, 1), skips: bool = True) -> None:
+        super().__init__()
+        widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
+        if (channels not in (1, 3) or not 2 <= len(widths) <= 6 or len(blocks) != len(widths)
+                or min(widths) < 1 or min(blocks) < 0):
+            raise ValueError(f"bad EncoderDecoder settings: channels={channels}, widths={widths}, blocks={blocks}")
+        self.config = {"model": self.name, "channels": channels, "cond_channels": cond_channels,
+                       "widths": list(widths), "blocks": list(blocks), "skips": bool(skips)}
+        self.channels, self.cond_channels, self.skips = channels, cond_channels, bool(skips)
+        self.multiple = 2 ** (len(widths) - 1)
+        self.head = nn.Conv2d(channels + cond_channels, widths[0], 3, padding=1)
+        self.encoder = nn.ModuleList(nn.Sequential(*[ResBlock(w) for _ in range(b)])
+                                     for w, b in zip(widths[:-1], blocks[:-1]))
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.bottleneck = nn.Sequential(*[ResBlock(widths[-1]) for _ in range(blocks[-1])])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.decoder = nn.ModuleList(nn.Sequential(*[ResBlock(w) for _ in range(b)])
+                                     for w, b in zip(widths[:-1], blocks[:-1]))
+        self.tail = nn.Conv2d(widths[0], channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"expected images (N, {self.channels}, H, W), got {tuple(x.shape)}")
+        inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
+        if inp.shape[1] != self.channels + self.cond_channels:
+            raise ValueError(f"expected {self.cond_channels} condition channels, got {inp.shape[1] - self.channels}")
+        h0, w0 = inp.shape[-2:]
+        h = self.head(pad_to_multiple(inp, self.multiple))
+        saved = []
+        for blocks, down in zip(self.encoder, self.down):
+            h = blocks(h)
+            saved.append(h)
+            h = down(h)
+        h = self.bottleneck(h)
+        for up, blocks, skip in zip(reversed(self.up), reversed(self.decoder), reversed(saved)):
+            h = up(h)
+            h = blocks(h + skip if self.skips else h)
+        return x + self.tail(h)[..., :h0, :w0]
+
+
+#: The restorer architectures by the name their config records.
+ARCHITECTURES: dict[str, type[nn.Module]] = {ResidualCNN.name: ResidualCNN, EncoderDecoder.name: EncoderDecoder}
+
+
+def build_restorer(arch: str, channels: int, cond_channels: int, **options) -> nn.Module:
+    """A new restorer of architecture ``arch`` (a key of :data:`ARCHITECTURES`).
+
+    ``options`` are the architecture's own settings: ``depth``, ``width`` for ``residual_cnn``;
+    ``widths``, ``blocks``, ``skips`` for ``encoder_decoder``.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown restorer architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](channels, cond_channels, **options)
 
 
 def deepen(model: ResidualCNN, depth: int) -> ResidualCNN:
@@ -259,16 +391,21 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
 
 
 @torch.no_grad()
-def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | None = None,
-                tile: int = 256, overlap: int | None = None, channels_last: bool | None = None) -> torch.Tensor:
+def apply_tiled(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | None = None,
+                tile: int | None = None, overlap: int | None = None,
+                channels_last: bool | None = None) -> torch.Tensor:
     """Run ``model`` on a ``(1, C, H, W)`` image tile by tile.
 
     Tiles overlap by ``2 * overlap`` pixels and only each tile's interior
     (``overlap`` pixels away from any inner edge) is kept, so the result equals
     running the model on the whole image whenever ``overlap`` is at least the
-    network's receptive-field radius (``depth`` pixels for 3x3 convolutions; the
-    default overlap is the larger of 24 and the model's depth):
-    no seams, and memory bounded by the tile size whatever the image size.
+    network's receptive-field radius (``depth`` pixels for a :class:`ResidualCNN` of 3x3
+    convolutions; its default overlap is the larger of 24 and its depth, its default tile 256):
+    no seams, and memory bounded by the tile size whatever the image size. An
+    :class:`EncoderDecoder` sees farther than any affordable overlap; its defaults
+    (``EncoderDecoder.tile``, ``EncoderDecoder.overlap``: tiles of 512 overlapping by 32) make a
+    512 x 512 image one tile and keep the seams of larger ones far below the noise (a test
+    measures them).
 
     ``channels_last`` runs the network in the channels-last memory layout; the default
     (None) does so on a CPU, where oneDNN's convolutions run faster in it (1.6-2x in a new
@@ -278,18 +415,29 @@ def apply_tiled(model: ResidualCNN, image: torch.Tensor, cond: torch.Tensor | No
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image (1, C, H, W), got {tuple(image.shape)}")
+    if tile is None:
+        tile = int(getattr(model, "tile", 256))
     if overlap is None:
-        overlap = max(24, int(getattr(model, "config", {}).get("depth", 24)))
+        overlap = int(getattr(model, "overlap", 0)) or max(24, int(getattr(model, "config", {}).get("depth", 24)))
     if tile <= 2 * overlap:
         raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap})")
+    h, w = image.shape[-2:]
+    multiple = int(getattr(model, "multiple", 1))
+    if multiple > 1 and max(h, w) > tile:
+        # a network that downsamples: pad the image once, as the network pads a whole image,
+        # and keep every tile on its grid, so that tiles compute what the whole image would
+        tile, overlap = tile // multiple * multiple, -(-overlap // multiple) * multiple
+        if tile <= 2 * overlap:
+            raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap}) on a grid of {multiple}")
+        image, cond = pad_to_multiple(image, multiple), None if cond is None else pad_to_multiple(cond, multiple)
     if channels_last is None:
         channels_last = next(model.parameters()).device.type == "cpu"
     if not channels_last or all(p.is_contiguous(memory_format=torch.channels_last)
                                 for p in model.parameters() if p.ndim == 4):
-        return _apply_tiled(model, image, cond, tile, overlap, torch.preserve_format)
+        return _apply_tiled(model, image, cond, tile, overlap, torch.preserve_format)[..., :h, :w]
     model.to(memory_format=torch.channels_last)
     try:
-        return _apply_tiled(model, image, cond, tile, overlap, torch.channels_last)
+        return _apply_tiled(model, image, cond, tile, overlap, torch.channels_last)[..., :h, :w]
     finally:
         model.to(memory_format=torch.contiguous_format)
 
@@ -350,8 +498,8 @@ def dihedral(x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torc
     return x.flip(-1) if flip else x
 
 
-def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: float | None = None,
-                  mask: np.ndarray | None = None, tile: int = 256, ensemble: bool = False) -> np.ndarray:
+def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float | None = None,
+                  mask: np.ndarray | None = None, tile: int | None = None, ensemble: bool = False) -> np.ndarray:
     """Restore one image (float array in [0, 1]) with a trained network.
 
     ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
@@ -360,7 +508,8 @@ def restore_image(model: ResidualCNN, task: str, img: np.ndarray, *, sigma: floa
     and return it ``scale`` times larger; ``enhance`` takes a colour image.
     The output keeps the input's mode: a grayscale model restores a colour
     image channel by channel; a colour model sees a grayscale image as three
-    equal channels and returns their mean.
+    equal channels and returns their mean. ``tile`` (default: the model's own, see
+    :func:`apply_tiled`) bounds the memory.
 
     ``ensemble=True`` is the geometric self-ensemble (Lim et al., 2017, "EDSR+"):
     the network restores the 8 rotated and flipped copies of the input, each
@@ -436,15 +585,23 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    init: str | ResidualCNN | None = None,
                    minutes: float | None = None, warmup: float = 0.0,
                    sigma_range: tuple[float, float] | None = None,
-                   loss: str = "mse") -> tuple[ResidualCNN, list[float]]:
-    """Train a :class:`ResidualCNN` for ``task`` on patches of the training photos (never the held-out ones).
+                   loss: str = "mse", arch: str = "residual_cnn",
+                   widths: tuple[int, ...] = (32, 64, 128, 256), blocks: tuple[int, ...] = (1, 1, 1, 1),
+                   skips: bool = True) -> tuple[nn.Module, list[float]]:
+    """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
+
+    ``arch`` chooses the network (:data:`ARCHITECTURES`): ``"residual_cnn"`` (a :class:`ResidualCNN`
+    of ``depth`` convolutions of ``width`` channels) or ``"encoder_decoder"`` (an
+    :class:`EncoderDecoder` with ``widths``, ``blocks`` and ``skips``); the other architecture's
+    settings are ignored.
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
     Patches are held on the device; damage is drawn afresh for every batch.
     ``init`` (a run folder, a shipped model's name, or a :class:`ResidualCNN`) warm-starts from those weights
     instead of a random initialisation: they must be a restorer for the same ``task``
-    with the same ``width`` and at most ``depth`` layers (``ValueError`` otherwise; a shallower
-    start is grown by :func:`deepen`, keeping its function). A second run with a
+    with the same architecture and settings (``ValueError`` otherwise), except that a
+    :class:`ResidualCNN` may have fewer than ``depth`` layers: a shallower
+    start is grown by :func:`deepen`, keeping its function. A second run with a
     new ``seed`` then sees new patches and new damage: training continued in stages.
 
     ``task`` is one of :data:`TASKS` or a :class:`Task` of its own (e.g. the compression
@@ -486,18 +643,21 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
-    model = ResidualCNN(spec.channels, spec.cond_channels, depth, width)
+    options = {"depth": depth, "width": width} if arch == "residual_cnn" else {
+        "widths": tuple(widths), "blocks": tuple(blocks), "skips": skips}
+    model = build_restorer(arch, spec.channels, spec.cond_channels, **options)
     if init is not None:
         from aebook.pretrained import resolve
 
-        if isinstance(init, ResidualCNN):  # a network in hand (e.g. a codec's decoder): the caller's task
+        if isinstance(init, nn.Module):  # a network in hand (e.g. a codec's decoder): the caller's task
             start, start_task = init, spec.name
         else:
             start, start_task, _ = load_restorer(resolve(init))
-        if start.config["depth"] < depth:  # more layers than the start: grow it, same function
+        if isinstance(start, ResidualCNN) and arch == "residual_cnn" and start.config["depth"] < depth:
+            # more layers than the start: grow it, same function
             start = deepen(start, depth)
         if (start_task != spec.name and not isinstance(task, Task)) or start.config != model.config:
-            what = "the given network" if isinstance(init, ResidualCNN) else f"init {init!r}"
+            what = "the given network" if isinstance(init, nn.Module) else f"init {init!r}"
             raise ValueError(f"{what} is a {start_task!r} restorer with {start.config}: it cannot "
                              f"warm-start a {spec.name!r} restorer with {model.config}")
         model.load_state_dict(start.state_dict())
@@ -547,7 +707,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     return model.eval(), losses
 
 
-def save_restorer(run_dir, model: ResidualCNN, task: str, losses: list[float] | None = None,
+def save_restorer(run_dir, model: nn.Module, task: str, losses: list[float] | None = None,
                   train_config: dict | None = None):
     """Save a trained restorer as a run folder (safetensors + config.json with SHA-256), atomically."""
     from aebook.checkpoint import save_run
@@ -556,7 +716,7 @@ def save_restorer(run_dir, model: ResidualCNN, task: str, losses: list[float] | 
     return save_run(run_dir, model, {"train_loss": losses or []}, {"task": task, **(train_config or {})})  # type: ignore[arg-type]
 
 
-def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[ResidualCNN, str, dict]:
+def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[nn.Module, str, dict]:
     """Load a restorer saved by :func:`save_restorer`; returns ``(model, task, config)``.
 
     Raises ``FileNotFoundError`` or ``ValueError`` (tampered, corrupted or another kind of model).
@@ -565,11 +725,21 @@ def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[Residual
 
     from aebook.checkpoint import check_sizes, load_module
 
-    def build(cfg: dict) -> ResidualCNN:
+    def build(cfg: dict) -> nn.Module:
+        where = Path(run_dir) / "config.json"
+        if cfg["model"] == EncoderDecoder.name:
+            check_sizes(cfg, where, channels=(1, 3), cond_channels=(0, 8), widths=(1, 1024), blocks=(0, 64))
+            widths, blocks, skips = cfg["widths"], cfg["blocks"], cfg.get("skips")
+            if not (isinstance(widths, list) and isinstance(blocks, list) and 2 <= len(widths) <= 6
+                    and len(blocks) == len(widths)):
+                raise ValueError(f"{where}: widths and blocks must be lists of 2 to 6 integers of the same "
+                                 f"length, got {widths!r} and {blocks!r}")
+            if not isinstance(skips, bool):
+                raise ValueError(f"{where}: the model's skips must be true or false, got {skips!r}")
+            return EncoderDecoder(cfg["channels"], cfg["cond_channels"], widths, blocks, skips)
         if cfg["model"] != ResidualCNN.name:
-            raise ValueError(f"{Path(run_dir) / 'config.json'} describes a {cfg['model']!r} model, not a restorer")
-        check_sizes(cfg, Path(run_dir) / "config.json", channels=(1, 3), cond_channels=(0, 8), depth=(2, 256),
-                    width=(1, 1024))
+            raise ValueError(f"{where} describes a {cfg['model']!r} model, not a restorer")
+        check_sizes(cfg, where, channels=(1, 3), cond_channels=(0, 8), depth=(2, 256), width=(1, 1024))
         return ResidualCNN(cfg["channels"], cfg["cond_channels"], cfg["depth"], cfg["width"])
 
     model, config = load_module(run_dir, build, device)

@@ -335,3 +335,93 @@ def test_psnr_loss_weighs_each_patch_by_its_relative_error():
     model, losses = train_restorer("denoise", loss="psnr", sigma_range=(20, 30), epochs=2, n_patches=16,
                                    patch_size=12, depth=3, width=4, batch_size=8, device="cpu", progress=False)
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def _untrained_encoder_decoder(skips=True, cond=1):
+    from aebook.restore import EncoderDecoder
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(1, cond, widths=(4, 8, 16), blocks=(1, 1, 1), skips=skips)
+    torch.nn.init.normal_(model.tail.weight, std=0.1)  # not the identity any more
+    return model.eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 16, 16), (2, 1, 37, 50), (1, 1, 3, 5)])
+def test_encoder_decoder_keeps_any_image_size_and_starts_as_the_identity(shape):
+    from aebook.restore import EncoderDecoder
+
+    model = EncoderDecoder(1, 1, widths=(4, 8, 16), blocks=(1, 0, 2))
+    x, cond = torch.rand(shape), torch.rand(shape)
+    assert torch.equal(model(x, cond), x)
+    assert _untrained_encoder_decoder()(x, cond).shape == x.shape
+
+
+def test_encoder_decoder_downsamples_inside_and_skips_carry_fine_detail():
+    """Without skips every output passes through the 1/4-resolution bottleneck: a one-pixel
+    change of the input moves the output only through it, so the response is spread out."""
+    x = torch.zeros(1, 1, 32, 32)
+    poke = x.clone()
+    poke[0, 0, 16, 16] = 1.0
+    for skips in (True, False):
+        model = _untrained_encoder_decoder(skips, cond=0)
+        delta = (model(poke) - model(x))[0, 0] - (poke - x)[0, 0]  # the network's own part
+        assert delta.abs().sum() > 0
+    ed = _untrained_encoder_decoder(True, cond=0)
+    convs = [m for m in ed.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(convs) == 2  # two halvings: 32 -> 16 -> 8
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 300, 520), (1, 1, 301, 522)])
+def test_encoder_decoder_tiled_equals_whole_image(shape):
+    """Tiles stay on the network's grid of 4 pixels and the image is padded once, as a whole
+    image is: with an overlap beyond its receptive field, tiling changes nothing."""
+    model = _untrained_encoder_decoder()
+    x = torch.rand(shape)
+    cond = torch.full_like(x, 0.1)
+    with torch.no_grad():
+        whole = model(x, cond)
+    assert (whole - x).abs().mean() > 0.05  # the network does change the image
+    for tile, overlap in ((256, 32), (130, 30)):  # the second is put on the grid: 128 and 32
+        assert torch.allclose(apply_tiled(model, x, cond, tile=tile, overlap=overlap), whole, atol=1e-5)
+    assert torch.allclose(apply_tiled(model, x, cond), whole, atol=1e-5)  # default: one tile
+
+
+def test_encoder_decoder_trains_saves_and_loads(tmp_path):
+    from aebook.restore import EncoderDecoder, load_restorer, save_restorer
+
+    img = load_photo("camera", gray=True)[:40, :52]
+    model, losses = train_restorer("denoise", epochs=2, n_patches=64, patch_size=32, arch="encoder_decoder",
+                                   widths=(4, 8), blocks=(1, 1), progress=False)
+    assert isinstance(model, EncoderDecoder) and len(losses) == 2 and all(np.isfinite(losses))
+    assert restore_image(model, "denoise", img, sigma=25).shape == img.shape
+    run = save_restorer(tmp_path / "ed", model, "denoise", losses)
+    loaded, task, _ = load_restorer(run)
+    assert task == "denoise" and isinstance(loaded, EncoderDecoder) and loaded.config == model.config
+    x = torch.rand(1, 1, 20, 20)
+    assert torch.equal(loaded(x, torch.zeros_like(x)), model(x, torch.zeros_like(x)))
+    again, _ = train_restorer("denoise", epochs=1, n_patches=32, patch_size=32, arch="encoder_decoder",
+                              widths=(4, 8), blocks=(1, 1), init=str(run), progress=False)
+    assert isinstance(again, EncoderDecoder)
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        train_restorer("denoise", epochs=1, n_patches=32, patch_size=32, arch="encoder_decoder",
+                       widths=(4, 8), blocks=(2, 1), init=str(run), progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"widths": [4] * 7, "blocks": [1] * 7}, "lists of 2 to 6 integers"),
+    ({"widths": [4, 200000]}, "widths must be an integer in"),
+    ({"blocks": [1, 30000]}, "blocks must be an integer in"),
+    ({"blocks": [1]}, "of the same length"),
+    ({"skips": "yes"}, "skips must be true or false"),
+])
+def test_hostile_encoder_decoder_configs_are_refused_before_building(tmp_path, change, message):
+    import json
+
+    from aebook.restore import EncoderDecoder, load_restorer, save_restorer
+
+    run = save_restorer(tmp_path / "ed", EncoderDecoder(1, 1, widths=(4, 8), blocks=(1, 1)), "denoise")
+    config = json.loads((run / "config.json").read_text())
+    config["model"].update(change)
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load_restorer(run)
