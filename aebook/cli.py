@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("mask", help="image of the same size; white = missing pixels")
         q.add_argument("output", help="image to write (same mode as the input)")
         if name == "denoise":
-            q.add_argument("--sigma", type=float, default=25.0, help="noise level on the 0-255 scale (default: 25)")
+            q.add_argument("--sigma", type=_sigma_value, default=25.0, help="noise level on the 0-255 scale, or "
+                           "'auto' to estimate it from the image (blind denoising) (default: 25)")
         if name == "upscale":
             q.add_argument("--scale", type=int, required=True, choices=[2, 4], help="2 or 4")
         q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
@@ -150,11 +151,21 @@ def _add_max_pixels(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s = 4096 x 4096)")
 
 
+def _sigma_value(text: str) -> float | str:
+    """``--sigma``: a number, or ``auto`` (estimated from the image)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming the flag when a number is out of :data:`FLAG_RANGES` (or not finite)."""
     for name, (low, high) in FLAG_RANGES.items():
         value = getattr(args, name, None)
-        if value is None or isinstance(value, bool):
+        if value is None or isinstance(value, (bool, str)):  # a word: 'auto'
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, float) or isinstance(low, float):
@@ -425,7 +436,7 @@ def cmd_restore(args: argparse.Namespace) -> dict:
 
     from aebook.imageio import check_pixels, read_image, read_image_bits, write_image
     from aebook.pretrained import resolve
-    from aebook.restore import load_restorer, restore_image
+    from aebook.restore import estimate_noise_sigma, load_restorer, restore_image
     from aebook.runtime import pick_device
 
     import time
@@ -447,15 +458,18 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     model, model_task, _ = load_restorer(resolve(args.model or task), pick_device(args.device))
     if model_task != task:
         raise ValueError(f"model {args.model} was trained for {model_task!r}, not {task!r}")
+    sigma = getattr(args, "sigma", None)
+    if sigma == "auto":
+        sigma = estimate_noise_sigma(img)
     with torch_inference():
-        out = restore_image(model, task, img, sigma=getattr(args, "sigma", None), mask=mask, tile=args.tile,
-                            ensemble=args.ensemble)
+        out = restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, ensemble=args.ensemble)
     colour = np.asarray(out).ndim == 3
     # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
     bits = 16 if bits == 16 and not colour and str(args.output).lower().endswith(".png") else 8
     write_image(args.output, out, bits=bits)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
-            "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3)}
+            "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3),
+            **({"sigma": round(float(sigma), 3), "sigma_estimated": args.sigma == "auto"} if task == "denoise" else {})}
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "compress": cmd_compress,

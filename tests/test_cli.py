@@ -290,3 +290,34 @@ def test_the_program_keeps_freed_memory_and_the_library_does_not():
               "main(); print(len(calls))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.stdout.split()[-2:] == ["0", "1"], out.stderr  # only as a program (argv None)
+
+
+@pytest.mark.parametrize("true_sigma", [10, 25, 45])
+def test_blind_denoising_estimates_the_noise_level(tmp_path, capsys, true_sigma):
+    import numpy as np
+    from PIL import Image
+
+    from aebook.data import load_photo
+    from aebook.imageio import read_image
+
+    clean = load_photo("astronaut", gray=True)[100:228, 150:278].astype(np.float64)
+    noisy = np.clip(clean + np.random.default_rng(1).normal(0, true_sigma / 255, clean.shape), 0, 1)
+    Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(tmp_path / "n.png")
+    assert main(["denoise", str(tmp_path / "n.png"), str(tmp_path / "auto.png"), "--sigma", "auto"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["sigma_estimated"] and abs(report["sigma"] - true_sigma) < 0.15 * true_sigma
+    assert main(["denoise", str(tmp_path / "n.png"), str(tmp_path / "known.png"), "--sigma", str(true_sigma)]) == 0
+    assert not json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sigma_estimated"]
+    mse = lambda path: float(np.mean((read_image(path) - clean) ** 2))
+    assert mse(tmp_path / "auto.png") < 1.1 * mse(tmp_path / "known.png")  # about as good as knowing sigma
+
+
+def test_sigma_must_be_a_number_or_auto(tmp_path, capsys):
+    from aebook.data import load_photo
+    from aebook.imageio import write_image
+
+    write_image(tmp_path / "n.png", load_photo("camera", gray=True)[:64, :64])
+    with pytest.raises(SystemExit) as exc:
+        main(["denoise", str(tmp_path / "n.png"), str(tmp_path / "o.png"), "--sigma", "loud"])
+    assert exc.value.code == 2 and "expected a number or 'auto'" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

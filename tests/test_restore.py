@@ -425,3 +425,17 @@ def test_hostile_encoder_decoder_configs_are_refused_before_building(tmp_path, c
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=message):
         load_restorer(run)
+
+
+@pytest.mark.parametrize("name", ["camera", "coffee"])
+def test_noise_level_is_estimated_within_two_levels_or_ten_percent_even_where_pixels_clip(name):
+    from aebook.restore import estimate_noise_sigma
+
+    img = load_photo(name, gray=name == "camera")
+    rng = np.random.default_rng(0)
+    for sigma in (10, 25, 45):
+        noisy = np.round(np.clip(img + rng.normal(0, sigma / 255, img.shape), 0, 1) * 255) / 255
+        assert abs(estimate_noise_sigma(noisy) - sigma) < max(2.0, 0.1 * sigma), sigma
+    assert estimate_noise_sigma(img) < 3  # a clean photo reads almost no noise
+    with pytest.raises(ValueError, match="at least 4 x 4"):
+        estimate_noise_sigma(np.zeros((2, 9)))
