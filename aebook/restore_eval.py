@@ -12,15 +12,21 @@ A damage function takes a clean image and a seed and returns a
 :class:`Damaged` record (clean reference, damaged input and what a restorer is
 told: the mask, the noise level or the scale). The seed of image ``i`` is
 ``seed + i``, so every chapter, method and run sees exactly the same damage.
+
+For the networks themselves (chapter 4.4 compares architectures at equal cost):
+:func:`describe_restorer` says what a restorer is from its config, :func:`receptive_field`
+measures how far it sees, and :func:`cpu_times` times several calls side by side.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from aebook import corrupt
 from aebook.metrics import psnr, ssim
@@ -113,6 +119,74 @@ def load_held_out(gray: bool = True, crop: int | None = None,
     return {n: center_crop(load_photo(n, gray=gray), crop) for n in (names or HELD_OUT_PHOTOS)}
 
 
+def cpu_times(calls: Mapping[str, Callable[[], object]], repeats: int = 5, threads: int = 1) -> dict[str, float]:
+    """CPU seconds of each call, measured side by side: ``{name: shortest process time}``.
+
+    The calls take turns (one of each per round, ``repeats`` rounds, after one untimed round
+    that warms caches), so a change in the machine's load touches all of them alike; each is
+    scored by its shortest round. ``time.process_time`` counts the work of this process only,
+    not the time other programs take; PyTorch runs on ``threads`` threads meanwhile (one by
+    default: then no thread is counted while it waits for another), and its setting is restored.
+    """
+    if repeats < 1 or threads < 1:
+        raise ValueError(f"repeats and threads must be >= 1, got {repeats} and {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fn in calls.values():
+            fn()
+        best = {name: float("inf") for name in calls}
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                start = time.process_time()
+                fn()
+                best[name] = min(best[name], time.process_time() - start)
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
+def receptive_field(model, channels: int | None = None, cond_channels: int | None = None,
+                    size: int = 512) -> int:
+    """The side of the square of input pixels that can change one output pixel of ``model``
+    (its view), counted on a ``size x size`` input.
+
+    Computed, not derived from a formula: in a copy of the network whose weights are all
+    positive and whose biases are zero, no ReLU blocks anything and the network is linear, so a
+    single bright pixel at the centre of a dark image lights exactly the outputs that see it:
+    as far as the view reaches, on each side. A view as large as ``size`` means "at least
+    ``size``". ``channels`` and ``cond_channels`` default to the model's own.
+    """
+    net = copy.deepcopy(model).float().eval()
+    c = channels if channels is not None else model.channels
+    k = cond_channels if cond_channels is not None else model.cond_channels
+    x = torch.zeros(1, c, size, size)
+    x[0, :, size // 2, size // 2] = 1.0
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.fill_(1.0 / p[0].numel() if p.ndim > 1 else 0.0)
+        out = net(x, torch.zeros(1, k, size, size)) if k else net(x)
+        lit = ((out - x)[0].abs().sum(0) > 0).cpu().numpy()  # the correction the restorer adds to x
+    lit[size // 2, size // 2] = True
+    rows, cols = np.flatnonzero(lit.any(1)), np.flatnonzero(lit.any(0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
+def describe_restorer(config: Mapping[str, object]) -> str:
+    """What a restorer is, in words, from its config (``model.config`` of :mod:`aebook.restore`)."""
+    kind = config.get("model")
+    if kind == "residual_cnn":
+        return (f"full-resolution residual CNN (DnCNN-style, no downsampling, no bottleneck): "
+                f"{config['depth']} convolutions of {config['width']} channels")
+    if kind == "encoder_decoder":
+        widths, blocks = list(config["widths"]), list(config["blocks"])
+        links = ("with skips (U-Net)" if config.get("skips", True)
+                 else "without skips (an autoencoder: its correction passes the bottleneck)")
+        return (f"encoder-decoder {links}: {len(widths)} scales down to 1/{2 ** (len(widths) - 1)}, "
+                f"widths {'-'.join(map(str, widths))}, residual blocks {'-'.join(map(str, blocks))}")
+    raise ValueError(f"not a restorer config: model {kind!r}")
+
+
 def time_call(fn: Callable[..., object], *args, repeats: int = 1, **kwargs) -> float:
     """Shortest wall time in seconds of ``repeats`` calls ``fn(*args, **kwargs)``."""
     if repeats < 1:
@@ -178,14 +252,23 @@ class Evaluation:
         names = ", ".join(self.damages)
         return markdown_table(headers, rows) + f"\n\nMeans over {len(self.damages)} held-out images ({names})."
 
-    def figure(self, image: str, methods: Sequence[str], size: float = 2.6):
-        """A row of images: original, damaged, then each method's result for one image, PSNR/SSIM in the titles."""
+    def figure(self, image: str, methods: Sequence[str], size: float = 2.6,
+               box: tuple[int, int, int] | None = None):
+        """A row of images: original, damaged, then each method's result for one image, PSNR/SSIM in the titles.
+
+        ``box = (top, left, side)`` shows (and scores) only that square of the image, to see detail.
+        """
         from aebook.plots import side_by_side
 
         d = self.damages[image]
         shown = [m for m in methods if m != DAMAGED]
-        return side_by_side([d.clean, _viewable(d)] + [self.outputs[(image, m)] for m in shown],
-                            ["original", "damaged"] + shown, reference=d.clean, size=size)
+        images = [d.clean, _viewable(d)] + [self.outputs[(image, m)] for m in shown]
+        if box is not None:
+            top, left, side = box
+            if side < 1 or top < 0 or left < 0 or top + side > d.clean.shape[0] or left + side > d.clean.shape[1]:
+                raise ValueError(f"box {box} does not fit in image {image!r} of shape {d.clean.shape}")
+            images = [img[top : top + side, left : left + side] for img in images]
+        return side_by_side(images, ["original", "damaged"] + shown, reference=images[0], size=size)
 
 
 def evaluate_methods(images: Mapping[str, np.ndarray], damage_fn: Callable[[np.ndarray, int], Damaged],

@@ -142,3 +142,42 @@ def test_gain_by_contrast_finds_where_a_method_wins():
         gain_by_contrast(ev, "flat-first", "bm3d")
     with pytest.raises(ValueError, match="bins"):
         gain_by_contrast(ev, "flat-first", "even", bins=0)
+
+
+def test_figure_box_shows_and_scores_a_square():
+    ev = evaluate_methods(_images(), make_damage("noise", sigma=25), {"identity": lambda d: d.damaged})
+    fig = ev.figure("b", ["identity"], box=(2, 4, 8))
+    assert len(fig.axes) == 3 and fig.axes[0].images[0].get_array().shape[:2] == (8, 8)
+    with pytest.raises(ValueError, match="does not fit"):
+        ev.figure("b", ["identity"], box=(10, 0, 8))
+
+
+def test_cpu_times_side_by_side_and_threads_restored():
+    import torch
+
+    from aebook.restore_eval import cpu_times
+
+    threads = torch.get_num_threads()
+    busy = lambda n: sum(i * i for i in range(n))  # noqa: E731
+    t = cpu_times({"small": lambda: busy(20_000), "large": lambda: busy(400_000)}, repeats=3)
+    assert set(t) == {"small", "large"} and 0 <= t["small"] < t["large"]
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="repeats"):
+        cpu_times({"x": lambda: None}, repeats=0)
+
+
+def test_receptive_field_and_description_of_both_architectures():
+    from aebook.restore import EncoderDecoder, ResidualCNN
+    from aebook.restore_eval import describe_restorer, receptive_field
+
+    cnn = ResidualCNN(1, 1, depth=5, width=4)
+    assert receptive_field(cnn, size=64) == 11  # five 3x3 convolutions: 2 * 5 + 1
+    ed = EncoderDecoder(1, 1, widths=(2, 4, 8), blocks=(1, 1, 1))
+    assert receptive_field(ed, size=64) > 2 * receptive_field(cnn, size=64)  # the coarse scale sees far
+    assert "17 convolutions of 64 channels" in describe_restorer(ResidualCNN(1, 1).config)
+    assert "no downsampling" in describe_restorer(cnn.config)
+    assert "with skips (U-Net)" in describe_restorer(ed.config) and "widths 2-4-8" in describe_restorer(ed.config)
+    no_skips = EncoderDecoder(1, 1, widths=(2, 4), blocks=(1, 1), skips=False).config
+    assert "without skips" in describe_restorer(no_skips) and "1/2" in describe_restorer(no_skips)
+    with pytest.raises(ValueError, match="not a restorer"):
+        describe_restorer({"model": "vae"})
