@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "codes), which train both stages into one run folder (default: conv)")
     t.add_argument("--prior-epochs", type=int, default=None, help="vqvae and latent-diffusion only: epochs of the "
                    "second stage; --epochs trains the autoencoder (default: the PixelCNN --epochs, the flow "
-                   "prior 20 x --epochs: passes over the codes cost far less than passes over the images)")
-    t.add_argument("--latent-dim", type=int, default=16, help="latent size (default: 16)")
+                   "prior 40 x --epochs: passes over the codes cost far less than passes over the images)")
+    t.add_argument("--latent-dim", type=int, default=None, help="latent size (default: 16); latent-diffusion "
+                   "defaults to 32: its samples are never better than its autoencoder's reconstructions")
     t.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model's own: 1e-2 for "
@@ -264,7 +265,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
                         limit_train=args.limit, limit_test=args.limit, seed=args.seed)
     seed_everything(args.seed)  # the initial weights depend on --seed only
-    model = build_model(args.model, data.shape, args.latent_dim)
+    model = build_model(args.model, data.shape, 16 if args.latent_dim is None else args.latent_dim)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          device=str(device), compile=args.compile, progress=not args.quiet)
     history = fit(model, data.train, config, val=data.test)

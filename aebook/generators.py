@@ -10,6 +10,11 @@ Three kinds of run folder can sample new images:
 Each is one folder written by :func:`aebook.checkpoint.save_run` (safetensors + ``config.json``
 holding the weights' SHA-256, checked on load). Samples are written as ``.npy`` (float32
 ``(N, C, H, W)`` in [0, 1]) or as a ``.png`` grid, atomically: a failed write leaves nothing.
+
+Two measurements of any sampler: :func:`seconds_per_1000` (its speed) and :func:`copy_check`
+(are its samples copies of training images?, drawn by :func:`copy_check_figure`). Two references
+of chapter 4.2: :func:`quantised_reconstruction` (a continuous code at the bits of a VQ-VAE's grid)
+and :func:`independent_samples` (a VQ-VAE's codes drawn without context).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,9 +32,11 @@ from torch import nn
 
 from aebook.checkpoint import load_module, load_run, read_config, save_run
 from aebook.data import ImageData
-from aebook.diffusion import build_latent_diffusion, train_latent_diffusion
+from aebook.diffusion import (LATENT_DIM, build_latent_diffusion, decode_codes, encode_codes,
+                              train_latent_diffusion)
+from aebook.generation import nearest_neighbours
 from aebook.train import TrainConfig
-from aebook.vqvae import build_vq_generator, train_vq_generator
+from aebook.vqvae import VQVAE, build_vq_generator, quantise_uniform, train_vq_generator
 
 #: Run kinds that :func:`sample_images` can draw from.
 SAMPLERS = ("vae", "vqvae", "latent-diffusion")
@@ -131,13 +139,15 @@ def write_samples(path: str | Path, images: torch.Tensor) -> Path:
     return path
 
 
-def train_generator(kind: str, data: ImageData, epochs: int, latent_dim: int = 16, prior_epochs: int | None = None,
+def train_generator(kind: str, data: ImageData, epochs: int, latent_dim: int | None = None,
+                    prior_epochs: int | None = None,
                     config: TrainConfig | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train a two-stage generator (``vqvae`` or ``latent-diffusion``) on ``data.train``; return it and its histories.
 
     ``epochs`` trains the autoencoder; ``prior_epochs`` the second stage (defaults: the
     PixelCNN ``epochs``, the flow :data:`aebook.diffusion.PRIOR_EPOCHS_PER_EPOCH` times ``epochs``).
-    ``latent_dim`` is the code size of ``latent-diffusion``'s autoencoder (``vqvae`` codes are a grid).
+    ``latent_dim`` is the code size of ``latent-diffusion``'s autoencoder (default
+    :data:`aebook.diffusion.LATENT_DIM`; ``vqvae`` codes are a grid).
     """
     if kind not in TWO_STAGE:
         raise ValueError(f"unknown two-stage generator {kind!r}: choose {' or '.join(TWO_STAGE)}")
@@ -145,8 +155,8 @@ def train_generator(kind: str, data: ImageData, epochs: int, latent_dim: int = 1
     if kind == "vqvae":
         model, histories = train_vq_generator(data.train, epochs, prior_epochs, config=config, val=data.test)
     else:
-        model, histories = train_latent_diffusion(data.train, latent_dim, epochs, prior_epochs, config=config,
-                                                  val=data.test)
+        model, histories = train_latent_diffusion(data.train, latent_dim or LATENT_DIM, epochs, prior_epochs,
+                                                  config=config, val=data.test)
     return model, {k: h.to_dict() for k, h in histories.items()}
 
 
@@ -154,3 +164,88 @@ def save_generator(run_dir: str | Path, model: nn.Module, histories: dict[str, A
                    train_config: dict[str, Any] | None = None) -> Path:
     """Save a two-stage generator as one run folder (:func:`aebook.checkpoint.save_run`)."""
     return save_run(run_dir, model, histories, train_config)  # type: ignore[arg-type]
+
+
+def seconds_per_1000(draw: Callable[[int], torch.Tensor], n: int = 200) -> float:
+    """Wall-clock seconds that ``draw(n)`` takes, scaled to 1,000 samples (decoding included when ``draw`` decodes)."""
+    if n < 1:
+        raise ValueError(f"the number of samples must be positive, got {n}")
+    start = time.perf_counter()
+    draw(n)
+    return (time.perf_counter() - start) * 1000 / n
+
+
+def copy_check(samples: torch.Tensor, decoder: nn.Module, train: torch.Tensor, test: torch.Tensor) -> dict[str, Any]:
+    """Are ``samples`` copies of ``train`` images? Nearest-training-image distances, against two references.
+
+    A two-stage generator that memorised a training code would output that image's
+    *reconstruction*, so both references pass through the same ``decoder`` (anything with
+    ``reconstruct``): ``copies``, reconstructions of training images (what copies look like),
+    and ``new``, reconstructions of held-out ``test`` images (new images, same decoder), as
+    many of each as there are samples (at most). ``threshold`` is the median of ``copies``.
+
+    Returns
+    -------
+    dict
+        ``samples``, ``copies``, ``new``: pixel distances to the nearest training image;
+        ``index``: the nearest training image of each sample; ``threshold``; ``share``: for
+        ``samples`` and ``new``, the fraction closer to a training image than ``threshold``.
+    """
+    if samples.ndim != 4 or samples.shape[1:] != train.shape[1:] or test.shape[1:] != train.shape[1:]:
+        raise ValueError(f"samples, train and test must be images of one shape, got {tuple(samples.shape)}, "
+                         f"{tuple(train.shape)} and {tuple(test.shape)}")
+    n = len(samples)
+    dist, index = nearest_neighbours(samples, train)
+    copies = nearest_neighbours(decoder.reconstruct(train[:n]), train)[0]
+    new = nearest_neighbours(decoder.reconstruct(test[:n]), train)[0]
+    threshold = float(copies.median())
+    return {"samples": dist, "copies": copies, "new": new, "index": index, "threshold": threshold,
+            "share": {"samples": float((dist < threshold).float().mean()),
+                      "new": float((new < threshold).float().mean())}}
+
+
+def copy_check_figure(checks: dict[str, dict[str, Any]]):
+    """Histograms of :func:`copy_check`'s three distances, one panel per generator, its threshold dotted."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(checks), figsize=(5 * len(checks), 3), sharey=True, squeeze=False)
+    for ax, (name, check) in zip(axes[0], checks.items()):
+        for key, label in (("copies", "copies (training reconstructions)"), ("new", "held-out reconstructions"),
+                           ("samples", "samples")):
+            ax.hist(check[key].numpy(), bins=40, alpha=0.5, label=label)
+        ax.axvline(check["threshold"], color="k", ls=":", lw=1)
+        ax.set(xlabel="pixel distance to the nearest training image", title=name)
+    axes[0, 0].set_ylabel("count")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def quantised_reconstruction(autoencoder: nn.Module, train: torch.Tensor, x: torch.Tensor,
+                             bits: int = 8) -> torch.Tensor:
+    """Decode the codes of ``x`` after rounding each coordinate to ``bits`` bits (:func:`quantise_uniform`).
+
+    The levels span each coordinate's range on the ``train`` images' codes, so a continuous
+    autoencoder with ``d`` numbers per code spends ``d * bits`` bits per image.
+    """
+    z_train, z = encode_codes(autoencoder, train).cpu(), encode_codes(autoencoder, x).cpu()
+    return decode_codes(autoencoder, quantise_uniform(z, z_train.min(0).values, z_train.max(0).values, bits))
+
+
+@torch.no_grad()
+def independent_samples(vqvae: VQVAE, grids: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` images whose grid positions are drawn independently from the codes' overall frequencies in ``grids``.
+
+    The generator without context: what a PixelCNN's conditionals add shows against it.
+    """
+    if n < 1:
+        raise ValueError(f"the number of samples must be positive, got {n}")
+    freq = torch.bincount(grids.flatten().cpu(), minlength=vqvae.codes).float()
+    idx = torch.multinomial(freq / freq.sum(), n * vqvae.grid[0] * vqvae.grid[1], replacement=True,
+                            generator=torch.Generator().manual_seed(seed)).view(n, *vqvae.grid)
+    was = vqvae.training
+    vqvae.eval()
+    out = vqvae.decode_indices(idx.to(next(vqvae.parameters()).device)).float().cpu()
+    vqvae.train(was)
+    return out

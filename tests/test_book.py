@@ -59,6 +59,15 @@ def test_pair_in_sync_and_without_outputs(md):
             assert not c.get("outputs"), f"{md.with_suffix('.ipynb').name} stores outputs: clear them"
 
 
+MAX_CHAPTER_CHARS = 30_000  # a chapter longer than this is split or moved into the library
+
+
+@pytest.mark.parametrize("md", notebooks(), ids=lambda p: p.stem)
+def test_chapter_is_under_the_length_limit(md):
+    n = len(md.read_text())
+    assert n < MAX_CHAPTER_CHARS, f"{md.name} has {n:,} characters (limit {MAX_CHAPTER_CHARS:,}): shorten it"
+
+
 @pytest.mark.parametrize("md", notebooks(), ids=lambda p: p.stem)
 def test_colab_install_cell_uses_the_configured_repository(md):
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]

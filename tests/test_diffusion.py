@@ -91,7 +91,7 @@ def test_sampler_is_deterministic_given_a_seed_and_returns_the_path():
 
 def test_latent_diffusion_trains_saves_loads_and_samples(tmp_path, digits):
     torch.manual_seed(0)
-    ld, hist = train_latent_diffusion(digits.train[:128], latent_dim=3, epochs=1, prior_epochs=2, width=4, hidden=16,
+    ld, hist = train_latent_diffusion(digits.train[:128], latent_dim=3, epochs=1, prior_epochs=2, ae_options={"width": 4}, hidden=16,
                                       depth=1, config=TrainConfig(progress=False))
     assert set(hist) == {"autoencoder", "prior"} and len(hist["prior"].train_loss) == 2
     assert isinstance(ld, LatentDiffusion) and ld.config["autoencoder"]["model"] == "conv"
@@ -218,3 +218,60 @@ def test_decode_path_static_figure_and_slider():
     with pytest.raises(ValueError, match="frames"):
         path_figure(frames[0])
     plt.close("all")
+
+
+def test_codes_and_steps_figures():
+    import matplotlib.pyplot as plt
+
+    from aebook.diffusion import codes_figure, steps_figure
+
+    fig = codes_figure(3 * torch.randn(50, 4) + 2)
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 8   # a std and a mean bar per coordinate
+    with pytest.raises(ValueError, match="codes"):
+        codes_figure(torch.randn(50, 1))
+    fig = steps_figure({("euler", 1): 9.0, ("euler", 4): 3.0, ("heun", 1): 9.0, ("heun", 4): 2.0})
+    lines = {line.get_label(): line.get_xdata().tolist() for line in fig.axes[0].get_lines()}
+    assert lines == {"euler": [1, 4], "heun": [1, 7]}   # Heun: two evaluations per step, one for the last
+    with pytest.raises(ValueError, match="solver"):
+        steps_figure({("rk4", 1): 1.0})
+    plt.close("all")
+
+
+def test_seconds_per_1000_and_copy_check():
+    import matplotlib.pyplot as plt
+
+    from aebook.generators import copy_check, copy_check_figure, seconds_per_1000
+
+    calls = []
+    assert seconds_per_1000(lambda n: calls.append(n), n=50) >= 0 and calls == [50]
+    with pytest.raises(ValueError, match="positive"):
+        seconds_per_1000(lambda n: None, n=0)
+
+    class Identity(torch.nn.Module):          # a perfect decoder: reconstructions are the images themselves
+        def reconstruct(self, x):
+            return x
+
+    torch.manual_seed(0)
+    train, test = torch.rand(40, 1, 4, 4), torch.rand(10, 1, 4, 4)
+    copied = copy_check(train[:10] + 0.001, Identity(), train, test)     # near-copies of training images
+    assert copied["threshold"] == 0 and copied["index"].tolist() == list(range(10))
+    assert copied["share"] == {"samples": 0.0, "new": 0.0}              # nothing is closer than distance 0
+    fresh = copy_check(torch.rand(10, 1, 4, 4), Identity(), train, test)
+    assert fresh["samples"].min() > 0 and set(fresh) >= {"copies", "new", "samples", "index", "threshold", "share"}
+    assert len(copy_check_figure({"a": copied, "b": fresh}).axes) == 2
+    with pytest.raises(ValueError, match="one shape"):
+        copy_check(torch.rand(3, 1, 5, 5), Identity(), train, test)
+    plt.close("all")
+
+
+def test_cli_latent_dim_defaults_per_model(tmp_path):
+    from aebook.diffusion import LATENT_DIM
+
+    common = ["--dataset", "digits", "--limit", "32", "--epochs", "1", "--prior-epochs", "1", "--quiet"]
+    assert main(["train", "--model", "latent-diffusion", *common, "--out", str(tmp_path / "ld")]) == 0
+    assert main(["train", "--model", "vae", "--dataset", "digits", "--limit", "32", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "vae")]) == 0
+    ld = json.loads((tmp_path / "ld" / "config.json").read_text())["model"]
+    vae = json.loads((tmp_path / "vae" / "config.json").read_text())["model"]
+    assert ld["autoencoder"]["latent_dim"] == ld["prior"]["dim"] == LATENT_DIM == 32   # sized for reconstruction
+    assert vae["latent_dim"] == 16                                                        # every other model: 16

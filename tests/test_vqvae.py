@@ -162,3 +162,25 @@ def test_vq_generator_trains_saves_loads_and_samples(tmp_path, digits):
     assert isinstance(build_vq_generator(gen.config), VQGenerator)
     with pytest.raises(ValueError, match="does not fit"):
         VQGenerator(gen.vqvae, PixelCNN(codes=9, grid=(2, 2), channels=8, layers=1))
+
+
+def test_quantised_reconstruction_and_independent_samples(digits):
+    import aebook
+    from aebook.generators import independent_samples, quantised_reconstruction
+
+    torch.manual_seed(0)
+    ae = aebook.build_model("conv", (1, 8, 8), 3, width=4).eval()
+    x = digits.train[:32]
+    fine, coarse = quantised_reconstruction(ae, x, x, bits=12), quantised_reconstruction(ae, x, x, bits=1)
+    exact = ae.reconstruct(x)
+    assert fine.shape == x.shape and (fine - exact).abs().max() < (coarse - exact).abs().max()
+    vq = VQVAE((1, 8, 8), codes=4, dim=2, width=4).eval()
+    grids = torch.zeros(10, 2, 2, dtype=torch.long)                     # only code 0 is ever used ...
+    a = independent_samples(vq, grids, 3, seed=1)
+    with torch.no_grad():
+        only = vq.decode_indices(torch.zeros(3, 2, 2, dtype=torch.long))
+    assert a.shape == (3, 1, 8, 8) and torch.allclose(a, only)          # ... so every sample decodes code 0
+    mixed = torch.randint(0, 4, (10, 2, 2))
+    assert torch.equal(independent_samples(vq, mixed, 3, seed=1), independent_samples(vq, mixed, 3, seed=1))
+    with pytest.raises(ValueError, match="positive"):
+        independent_samples(vq, grids, 0)
