@@ -30,6 +30,7 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from aebook import __version__
 from aebook.imageio import file_mode
 from aebook.models import Autoencoder, build_model
 
@@ -46,11 +47,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def weights_id(codec: nn.Module) -> str:
+    """A model's id, e.g. a codec's ``model_id``: its ``name``, ``-`` and 12 hex digits of the SHA-256
+    of its ``state_dict`` (weights and buffers, as float32, in key order): names exactly these weights."""
+    h = hashlib.sha256()
+    for key, value in sorted(codec.state_dict().items()):
+        h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return f"{codec.name}-{h.hexdigest()[:12]}"
+
+
 def save_run(run_dir: str | Path, model: Autoencoder, history: dict | None = None,
              train_config: dict[str, Any] | None = None) -> Path:
     """Save a trained model (and its history) to ``run_dir`` atomically; return the folder."""
-    from aebook import __version__
-
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))

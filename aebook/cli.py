@@ -13,31 +13,33 @@ out of range, an output that would overwrite the input or a foreign folder, a fi
 declaring more than ``--max-pixels`` pixels, any error of the operating system)
 prints one line ``aebook: error: ...`` to stderr and exits with code 2, having
 written and changed nothing. Every flag is checked before any work starts.
+
+The library's modules are imported as modules (``datasets.load_dataset``, not ``load_dataset``):
+the header shows what each command depends on, and each call goes through the module it names.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from aebook import __version__, baselines, checkpoint, generators, guards, imageio, metrics, models, runtime, zoo
+from aebook import data as datasets
+from aebook import train as training
+from aebook.codecs import bitstream, coding
+from aebook.restoration import inference, nets, tasks
+from aebook.restoration import training as restorer_training
 
 EXIT_BAD_INPUT = 2
 #: Models whose ``train`` writes a two-stage generator (autoencoder + prior), and the most ``sample --n``.
 TWO_STAGE_MODELS, MAX_SAMPLES = ("vqvae", "latent-diffusion"), 100_000
-
-#: The range of every numeric flag (by argparse name), checked before any work (integers
-#: within the bounds; floats finite and within them, ``lr`` above 0).
-FLAG_RANGES: dict[str, tuple[float, float]] = {
-    "latent_dim": (1, 1 << 16), "epochs": (1, 1_000_000), "batch_size": (1, 1 << 20), "lr": (0.0, 1.0),
-    "seed": (0, 2**32 - 1), "limit": (1, 2**31 - 1), "quality": (1, 8), "n_patches": (1, 10_000_000),
-    "patch_size": (8, 1024), "depth": (2, 256), "width": (1, 1024), "sigma": (0.0, 255.0),
-    "tile": (64, 1 << 16), "max_pixels": (1, 1 << 40),
-}
-
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--dataset", default=default, help=f"dataset name: digits, mnist_sample (5,000 real MNIST digits, embedded), mnist, fashion_mnist, cifar10, "
@@ -144,14 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_max_pixels(p: argparse.ArgumentParser) -> None:
-    from aebook.imageio import MAX_PIXELS
-
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse images of more pixels than this, "
-                   "read or written, before decoding them: a tiny file can declare a huge image "
-                   "(default: %(default)s = 4096 x 4096)")
-
-
 def _sigma_value(text: str) -> float | str:
     """``--sigma``: a number, or ``auto`` (estimated from the image)."""
     if text.strip().lower() == "auto":
@@ -162,146 +156,58 @@ def _sigma_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
-def _check_flags(args: argparse.Namespace) -> None:
-    """Raise ``ValueError`` naming the flag when a number is out of :data:`FLAG_RANGES` (or not finite)."""
-    for name, (low, high) in FLAG_RANGES.items():
-        value = getattr(args, name, None)
-        if value is None or isinstance(value, (bool, str)):  # a word: 'auto'
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, float) or isinstance(low, float):
-            if not (math.isfinite(value) and low <= value <= high and (name != "lr" or value > 0)):
-                interval = f"({low:g}, {high:g}]" if name == "lr" else f"[{low:g}, {high:g}]"
-                raise ValueError(f"{flag} must be a finite number in {interval}, got {value}")
-        elif not low <= value <= high:
-            raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {value}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (after resolving links, or the same inode)."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic-link loop
-        return False
-
-
-def _writable_folder(folder: Path) -> None:
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to folder {folder}: permission denied")
-
-
-def _check_output(output: str, inputs: Iterable[str], image: bool) -> None:
-    """Before any work: ``output`` names a file (not a folder) in an existing, writable folder,
-    is none of ``inputs`` (writing it would destroy the input), and, for an ``image``, has a
-    suffix Pillow can write. ``ValueError`` (``FileNotFoundError`` for a missing folder) otherwise."""
-    from aebook.imageio import image_format
-
-    out = Path(output)
-    if out.is_dir():
-        raise ValueError(f"output {output} is a folder: give the output a file name")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    _writable_folder(out.parent)
-    for source in inputs:
-        if _same_file(out, Path(source)):
-            raise ValueError(f"output {output} is the input {source}: writing it would destroy the input, "
-                             "choose another output name")
-    if image:
-        image_format(out)
-
-
-def _check_run_out(out: str, overwrite: bool) -> None:
-    """Before training: ``--out`` may be new, an empty folder, or (with ``--overwrite``) a run
-    folder; never a file, nor a folder with other contents (its files would be replaced)."""
-    from aebook.checkpoint import WEIGHTS, read_config
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out} is a file, not a run folder")
-    if path.is_dir() and any(path.iterdir()):
-        try:
-            read_config(path)
-            is_run = (path / WEIGHTS).is_file()
-        except (ValueError, OSError):
-            is_run = False
-        if not is_run:
-            raise ValueError(f"--out {out} is a folder that is neither empty nor an aebook run: "
-                             "refusing to write into it")
-        if not overwrite:
-            raise ValueError(f"--out {out} already holds a run: pass --overwrite to replace it")
-    existing = path if path.is_dir() else next(p for p in path.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"cannot create --out {out}: {existing} is a file")
-    _writable_folder(existing)
-
-
-def _check_finite(values: Iterable[float], what: str) -> None:
-    """Refuse to save a diverged training (``ValueError`` if a loss is NaN or infinite)."""
-    bad = [v for v in values if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"training diverged: the {what} became {bad[0]}; nothing was written "
-                         "(try a smaller --lr)")
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, default=imageio.MAX_PIXELS, help="refuse images of more pixels than this, "
+                   "read or written, before decoding them: a tiny file can declare a huge image "
+                   "(default: %(default)s = 4096 x 4096)")
 
 
 def _version() -> str:
-    from aebook import __version__
-
     return __version__
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
-    from aebook.checkpoint import save_run
-    from aebook.data import load_dataset
-    from aebook.models import build_model
-    from aebook.models import check_model_name
-    from aebook.runtime import pick_device, seed_everything
-    from aebook.train import TrainConfig, fit
-
-    _check_run_out(args.out, args.overwrite)  # before any work: a file, a foreign folder, a run
+    guards.check_run_out(args.out, args.overwrite)  # before any work: a file, a foreign folder, a run
     if args.model in TWO_STAGE_MODELS:
         return cmd_train_two_stage(args)
-    device = pick_device(args.device)
-    check_model_name(args.model)  # fail before loading any data
-    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
-                        limit_train=args.limit, limit_test=args.limit, seed=args.seed)
-    seed_everything(args.seed)  # the initial weights depend on --seed only
-    model = build_model(args.model, data.shape, 16 if args.latent_dim is None else args.latent_dim)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=str(device), compile=args.compile, progress=not args.quiet)
-    history = fit(model, data.train, config, val=data.test)
+    device = runtime.pick_device(args.device)
+    models.check_model_name(args.model)  # fail before loading any data
+    data = datasets.load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
+                                 limit_train=args.limit, limit_test=args.limit, seed=args.seed)
+    runtime.seed_everything(args.seed)  # the initial weights depend on --seed only
+    model = models.build_model(args.model, data.shape, 16 if args.latent_dim is None else args.latent_dim)
+    config = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  device=str(device), compile=args.compile, progress=not args.quiet)
+    history = training.fit(model, data.train, config, val=data.test)
     train_config = {"dataset": args.dataset, "data_dir": args.data_dir, "limit": args.limit,
                     "epochs": args.epochs, "batch_size": args.batch_size,
                     "lr": args.lr if args.lr is not None else model.default_lr, "seed": args.seed,
                     "device": str(device), "command": "aebook " + " ".join(sys.argv[1:])}
-    _check_finite([*history.train_loss, *history.val_loss], "loss")
-    save_run(args.out, model, history.to_dict(), train_config)
+    guards.check_finite([*history.train_loss, *history.val_loss], "loss")
+    checkpoint.save_run(args.out, model, history.to_dict(), train_config)
     return {"run_dir": str(Path(args.out)), "train_loss": history.train_loss[-1] if history.train_loss else None,
             "val_loss": history.val_loss[-1] if history.val_loss else None}
 
 
 def cmd_train_two_stage(args: argparse.Namespace) -> dict:
     """``train --model vqvae|latent-diffusion``: the autoencoder, then its prior, saved as one run folder."""
-    from aebook.data import load_dataset
-    from aebook.generators import save_generator, train_generator
-    from aebook.runtime import pick_device, seed_everything
-    from aebook.train import TrainConfig
-
     if args.prior_epochs is not None and not 1 <= args.prior_epochs <= 1_000_000:
         raise ValueError(f"--prior-epochs must be an integer in [1, 1000000], got {args.prior_epochs}")
-    device = pick_device(args.device)
-    data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
-                        limit_train=args.limit, limit_test=args.limit, seed=args.seed)
-    seed_everything(args.seed)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=str(device), compile=args.compile, progress=not args.quiet)
-    model, histories = train_generator(args.model, data, args.epochs, args.latent_dim, args.prior_epochs, config)
+    device = runtime.pick_device(args.device)
+    data = datasets.load_dataset(args.dataset, data_dir=args.data_dir, download=args.download,
+                                 limit_train=args.limit, limit_test=args.limit, seed=args.seed)
+    runtime.seed_everything(args.seed)
+    config = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  device=str(device), compile=args.compile, progress=not args.quiet)
+    model, histories = generators.train_generator(args.model, data, args.epochs, args.latent_dim,
+                                                  args.prior_epochs, config)
     for stage, h in histories.items():
-        _check_finite([*h["train_loss"], *h["val_loss"]], f"{stage} loss")
+        guards.check_finite([*h["train_loss"], *h["val_loss"]], f"{stage} loss")
     train_config = {"dataset": args.dataset, "data_dir": args.data_dir, "limit": args.limit,
                     "epochs": args.epochs, "prior_epochs": args.prior_epochs, "batch_size": args.batch_size,
                     "lr": args.lr, "seed": args.seed, "device": str(device),
                     "command": "aebook " + " ".join(sys.argv[1:])}
-    save_generator(args.out, model, histories, train_config)
+    generators.save_generator(args.out, model, histories, train_config)
     return {"run_dir": str(Path(args.out)), "model": args.model,
             **{f"{stage}_val_loss": h["val_loss"][-1] if h["val_loss"] else None for stage, h in histories.items()},
             "seconds": round(sum(sum(h["seconds"]) for h in histories.values()), 1)}
@@ -309,165 +215,122 @@ def cmd_train_two_stage(args: argparse.Namespace) -> dict:
 
 def cmd_sample(args: argparse.Namespace) -> dict:
     """``sample RUN --n N --out FILE``: new images from a generator's run folder, as .npy or a .png grid."""
-    import time
-
-    from aebook.generators import check_output as check_samples_output
-    from aebook.generators import load_generator, sample_images, write_samples
-    from aebook.runtime import pick_device
-
     if not 1 <= args.n <= MAX_SAMPLES:
         raise ValueError(f"--n must be an integer in [1, {MAX_SAMPLES}], got {args.n}")
-    check_samples_output(args.out)  # before any work: suffix, folder, permissions
-    device = pick_device(args.device)
-    model, config = load_generator(args.run_dir, device)
-    start = time.perf_counter()
-    with torch_inference():
-        images = sample_images(model, args.n, args.seed)
-    seconds = time.perf_counter() - start
-    write_samples(args.out, images)
+    generators.check_output(args.out)  # before any work: suffix, folder, permissions
+    device = runtime.pick_device(args.device)
+    model, config = generators.load_generator(args.run_dir, device)
+    with torch.inference_mode():
+        images, seconds = runtime.timed(generators.sample_images, model, args.n, args.seed)
+    generators.write_samples(args.out, images)
     return {"output": str(args.out), "model": config["model"]["model"], "shape": list(images.shape),
             "seed": args.seed, "seconds": round(seconds, 3)}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    from aebook.baselines import PCABaseline
-    from aebook.checkpoint import load_run
-    from aebook.data import load_dataset
-    from aebook.metrics import mean_metrics
-    from aebook.runtime import pick_device
-
-    device = pick_device(args.device)
-    model, config = load_run(args.run_dir, device)
+    device = runtime.pick_device(args.device)
+    model, config = checkpoint.load_run(args.run_dir, device)
     train_cfg = config.get("train", {})
     name = args.dataset or train_cfg.get("dataset")
     if not name:
         raise ValueError("the run does not record its dataset: pass --dataset")
-    data = load_dataset(name, data_dir=args.data_dir or train_cfg.get("data_dir"), download=args.download,
-                        limit_train=args.limit, limit_test=args.limit, seed=train_cfg.get("seed", 0))
+    data = datasets.load_dataset(name, data_dir=args.data_dir or train_cfg.get("data_dir"), download=args.download,
+                                 limit_train=args.limit, limit_test=args.limit, seed=train_cfg.get("seed", 0))
     split = data.test if args.split == "test" else data.train
     model.check_input(split[:1])
-    result = mean_metrics(split, model.reconstruct(split.to(device)).cpu())
+    result = metrics.mean_metrics(split, model.reconstruct(split.to(device)).cpu())
     result = {"dataset": name, "split": args.split, **result}
     if args.baseline == "pca":
-        pca = PCABaseline(model.latent_dim).fit(data.train)
-        base = mean_metrics(split, pca.reconstruct(split))
+        pca = baselines.PCABaseline(model.latent_dim).fit(data.train)
+        base = metrics.mean_metrics(split, pca.reconstruct(split))
         result.update(pca_psnr=base["psnr"], pca_ssim=base["ssim"])
     return result
 
 
 def cmd_compress(args: argparse.Namespace) -> dict:
-    from aebook.bitstream import write_aeb
-    from aebook.codec import bits_per_pixel, compress, load_codec
-    from aebook.imageio import read_image
-
-    from aebook.pretrained import resolve
-
-    _check_output(args.output, [args.input], image=False)
-    codec, _ = load_codec(resolve(args.model))
-    img = read_image(args.input, max_pixels=args.max_pixels)
+    guards.check_output_file(args.output, [args.input], image=False)
+    codec, _ = coding.load_codec(zoo.resolve(args.model))
+    img = imageio.read_image(args.input, max_pixels=args.max_pixels)
     if (img.ndim == 3) != (codec.channels == 3):
         raise ValueError(f"{args.input} is {'colour' if img.ndim == 3 else 'grayscale'} but the codec in "
                          f"{args.model} is for {codec.mode} images")
-    with torch_inference():
-        aeb = compress(img, codec, args.quality)
-    write_aeb(args.output, aeb)
+    with torch.inference_mode():
+        aeb = coding.compress(img, codec, args.quality)
+    bitstream.write_aeb(args.output, aeb)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode,
-            "quality": aeb.quality, "bpp": bits_per_pixel(aeb)}
+            "quality": aeb.quality, "bpp": coding.bits_per_pixel(aeb)}
 
 
 def cmd_decompress(args: argparse.Namespace) -> dict:
-    from aebook.bitstream import check_header, read_aeb, read_aeb_header
-    from aebook.codec import check_fits, decompress, load_codec
-    from aebook.imageio import write_image
-
-    from aebook.pretrained import resolve
-
-    _check_output(args.output, [args.input], image=True)
-    header = read_aeb_header(args.input)  # every field checked; the payload is not decoded yet
-    check_header(header, args.max_pixels)
+    guards.check_output_file(args.output, [args.input], image=True)
+    header = bitstream.read_aeb_header(args.input)  # every field checked; the payload is not decoded yet
+    bitstream.check_header(header, args.max_pixels)
     if args.model is None:
         codec = _shipped_codec_for(header.model_id, args.input)
     else:
-        codec, _ = load_codec(resolve(args.model))
-    check_fits(header, codec, codec.model_id, args.max_pixels)
-    aeb = read_aeb(args.input, max_pixels=args.max_pixels, latent_shape=codec.latent_shape)
-    with torch_inference():
-        img = decompress(aeb, codec, expected_model_id=codec.model_id, max_pixels=args.max_pixels)
-    write_image(args.output, img)
+        codec, _ = coding.load_codec(zoo.resolve(args.model))
+    coding.check_fits(header, codec, codec.model_id, args.max_pixels)
+    aeb = bitstream.read_aeb(args.input, max_pixels=args.max_pixels, latent_shape=codec.latent_shape)
+    with torch.inference_mode():
+        img = coding.decompress(aeb, codec, expected_model_id=codec.model_id, max_pixels=args.max_pixels)
+    imageio.write_image(args.output, img)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode}
 
 
 def _shipped_codec_for(model_id: str, path: str):
     """The shipped codec whose ``model_id`` a file names (``ValueError`` if none is)."""
-    from aebook.codec import load_codec
-    from aebook.pretrained import manifest, resolve
-
-    names = [name for name, entry in manifest().items() if entry.get("kind") in ("codec", "kltcodec")]
+    names = [name for name, entry in zoo.manifest().items() if entry.get("kind") in ("codec", "kltcodec")]
     for name in names:
-        codec, _ = load_codec(resolve(name))
+        codec, _ = coding.load_codec(zoo.resolve(name))
         if codec.model_id == model_id:
             return codec
     raise ValueError(f"{path} was made by codec {model_id!r}, which is none of the shipped codecs "
                      f"({', '.join(names)}): pass --model with its run folder")
 
 
-def torch_inference():
-    import torch
-
-    return torch.inference_mode()
-
-
 def cmd_train_restorer(args: argparse.Namespace) -> dict:
-    from aebook.restore import make_task, save_restorer, train_restorer
-
-    make_task(args.task)  # fail before training on a bad name
-    _check_run_out(args.out, args.overwrite)
-    model, losses = train_restorer(args.task, epochs=args.epochs, n_patches=args.n_patches, patch_size=args.patch_size,
-                                   depth=args.depth, width=args.width, batch_size=args.batch_size, lr=args.lr,
-                                   seed=args.seed, device=args.device, progress=not args.quiet)
+    tasks.make_task(args.task)  # fail before training on a bad name
+    guards.check_run_out(args.out, args.overwrite)
+    model, losses = restorer_training.train_restorer(
+        args.task, epochs=args.epochs, n_patches=args.n_patches, patch_size=args.patch_size, depth=args.depth,
+        width=args.width, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+        progress=not args.quiet)
     train_config = {k: getattr(args, k) for k in ("epochs", "n_patches", "patch_size", "batch_size", "lr", "seed")}
     train_config["command"] = "aebook " + " ".join(sys.argv[1:])
-    _check_finite(losses, "loss")
-    save_restorer(args.out, model, args.task, losses, train_config)
+    guards.check_finite(losses, "loss")
+    nets.save_restorer(args.out, model, args.task, losses, train_config)
     return {"run_dir": str(args.out), "task": args.task, "final_loss": losses[-1] if losses else None}
 
 
 def cmd_restore(args: argparse.Namespace) -> dict:
-    import numpy as np
-
-    from aebook.imageio import check_pixels, read_image, read_image_bits, write_image
-    from aebook.pretrained import resolve
-    from aebook.restore import estimate_noise_sigma, load_restorer, restore_image
-    from aebook.runtime import pick_device
-
-    import time
-
-    start = time.perf_counter()  # after the imports: the JSON reports the work itself
+    start = time.perf_counter()  # the JSON reports the work itself
     task = f"upscale{args.scale}" if args.command == "upscale" else args.command
-    _check_output(args.output, [args.input, *([args.mask] if task == "inpaint" else [])], image=True)
-    img, bits = read_image_bits(args.input, max_pixels=args.max_pixels)
+    guards.check_output_file(args.output, [args.input, *([args.mask] if task == "inpaint" else [])],
+                             image=True)
+    img, bits = imageio.read_image_bits(args.input, max_pixels=args.max_pixels)
     if task.startswith("upscale"):
-        check_pixels(img.shape[1] * args.scale, img.shape[0] * args.scale, args.max_pixels,
+        imageio.check_pixels(img.shape[1] * args.scale, img.shape[0] * args.scale, args.max_pixels,
                      f"the x{args.scale} upscaled {args.input}")
     mask = None
     if task == "inpaint":
-        m = read_image(args.mask, max_pixels=args.max_pixels)
+        m = imageio.read_image(args.mask, max_pixels=args.max_pixels)
         mask = (m if m.ndim == 2 else m.mean(axis=2)) > 0.5
         if mask.shape != img.shape[:2]:
             raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}")
-    model, model_task, _ = load_restorer(resolve(args.model or task), pick_device(args.device))
+    model, model_task, _ = nets.load_restorer(zoo.resolve(args.model or task), runtime.pick_device(args.device))
     if model_task != task:
         raise ValueError(f"model {args.model} was trained for {model_task!r}, not {task!r}")
     sigma = getattr(args, "sigma", None)
     if sigma == "auto":
-        sigma = estimate_noise_sigma(img)
-    with torch_inference():
-        out = restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, ensemble=args.ensemble)
+        sigma = inference.estimate_noise_sigma(img)
+    with torch.inference_mode():
+        out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile,
+                                      ensemble=args.ensemble)
     colour = np.asarray(out).ndim == 3
     # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
     bits = 16 if bits == 16 and not colour and str(args.output).lower().endswith(".png") else 8
-    write_image(args.output, out, bits=bits)
+    imageio.write_image(args.output, out, bits=bits)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
             "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3),
             **({"sigma": round(float(sigma), 3), "sigma_estimated": args.sigma == "auto"} if task == "denoise" else {})}
@@ -486,50 +349,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     is the command's alone, and its networks then run faster.
     """
     if argv is None:
-        from aebook.runtime import keep_freed_memory
-
-        keep_freed_memory()
+        runtime.keep_freed_memory()
     args = build_parser().parse_args(argv)
     try:
-        _check_flags(args)
+        guards.check_flags(args)
         result = COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("aebook: interrupted", file=sys.stderr)
         return 130
-    except _bad_input_errors() as err:
-        print(f"aebook: error: {_one_line(err)}", file=sys.stderr)
+    except guards.bad_input_errors() as err:
+        print(f"aebook: error: {guards.one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(json.dumps(_json_safe(result)))
+    print(json.dumps(guards.json_safe(result)))
     return 0
-
-
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
-    """What ends a command with one line and exit code 2: ``ValueError``, any ``OSError`` (a
-    folder for a file, a read-only folder, a full disk ...) and Pillow's decompression-bomb error."""
-    errors: tuple[type[BaseException], ...] = (ValueError, OSError)
-    pil = sys.modules.get("PIL.Image")
-    return errors + ((pil.DecompressionBombError,) if pil is not None else ())
-
-
-def _one_line(err: BaseException) -> str:
-    """An error as one line: an operating-system error as ``path: reason``."""
-    if isinstance(err, OSError) and err.strerror:
-        names = [n for n in (err.filename, err.filename2) if n is not None]
-        text = f"{' -> '.join(map(str, names))}: {err.strerror}" if names else err.strerror
-    else:
-        text = str(err) or type(err).__name__
-    return " ".join(text.split())
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as ``null``: the last line stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

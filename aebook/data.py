@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import skimage
 import torch
+from PIL import Image, ImageOps
+
+from aebook.imageio import is_high_depth, pil_to_array
 
 DATASET_NAMES = ("digits", "mnist_sample", "mnist", "fashion_mnist", "cifar10", "photos", "photos_rgb", "folder")
 
@@ -54,8 +58,7 @@ HELD_OUT_PHOTOS: tuple[str, ...] = ("camera", "astronaut", "coffee", "grace_hopp
 
 
 def _photo_path(name: str) -> Path:
-    import matplotlib
-    import skimage
+    import matplotlib  # heavy: only to find the sample photos these packages ship
     import sklearn
 
     folders = [
@@ -82,8 +85,6 @@ def load_photo(name: str, gray: bool = False) -> np.ndarray:
     gray
         Return ``(H, W)`` luminance instead of ``(H, W, 3)`` colour.
     """
-    from PIL import Image
-
     with Image.open(_photo_path(name)) as im:
         im = im.convert("L" if gray else "RGB")
         return np.asarray(im, dtype=np.float32) / 255.0
@@ -165,7 +166,7 @@ _TORCHVISION = {"mnist": ("MNIST", "MNIST/raw"), "fashion_mnist": ("FashionMNIST
 
 
 def _load_torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    import torchvision
+    import torchvision  # heavy: only for torchvision's datasets
 
     cls_name, layout = _TORCHVISION[name]
     cls = getattr(torchvision.datasets, cls_name)
@@ -187,10 +188,6 @@ def _load_torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray
 
 
 def _load_folder(folder: Path, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, ImageOps
-
-    from aebook.imageio import is_high_depth, pil_to_array
-
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
     if len(files) < 2:
@@ -263,7 +260,7 @@ def load_dataset(
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASET_NAMES)}")
     if name == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: only for this dataset
 
         images = load_digits().images.astype(np.float32) / 16.0
         order = np.random.default_rng(seed).permutation(len(images))

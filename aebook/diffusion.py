@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aebook.models import Autoencoder, Shape, build_model
+from aebook.plots import show_image
 from aebook.train import History, TrainConfig, fit
 
 SOLVERS = ("euler", "heun")
@@ -363,8 +364,6 @@ def path_figure(frames: torch.Tensor, columns: int = 8, scale: float = 0.9):
     """Static view of :func:`decode_path`: one row per sample, ``columns`` evenly spaced steps from noise to image."""
     import matplotlib.pyplot as plt
 
-    from aebook.plots import show_image
-
     if frames.ndim != 5 or columns < 2:
         raise ValueError(f"expected frames (steps + 1, n, C, H, W) and columns >= 2, got {tuple(frames.shape)}, {columns}")
     picks = torch.linspace(0, len(frames) - 1, min(columns, len(frames))).round().long().tolist()
@@ -382,8 +381,6 @@ def path_explorer(frames: torch.Tensor):
     """An ipywidgets slider over the sampler's steps, redrawing the decoded images (static stand-in: :func:`path_figure`)."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-
-    from aebook.plots import show_image
 
     if frames.ndim != 5:
         raise ValueError(f"expected frames (steps + 1, n, C, H, W), got {tuple(frames.shape)}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Sequence
@@ -35,8 +36,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from aebook.checkpoint import save_run
+from aebook.data import load_dataset
 from aebook.models import MODEL_NAMES, Autoencoder, build_model
-from aebook.train import warmup_cosine
+from aebook.streaming import ImageFolderPatches
+from aebook.train import TrainStep
 
 DATASETS = ("digits", "photos", "folder")
 
@@ -83,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _data(args: argparse.Namespace, rank: int, world: int, local_batch: int):
     """The DataLoader of this rank, its sampler/dataset (for ``set_epoch``), image shape and steps per epoch."""
     if args.dataset == "folder":
-        from aebook.streaming import ImageFolderPatches
-
         if not args.data_dir:
             raise ValueError("--dataset folder needs --data-dir DIR")
         ds = ImageFolderPatches(args.data_dir, args.patch_size, args.samples_per_epoch, seed=args.seed,
@@ -96,8 +98,6 @@ def _data(args: argparse.Namespace, rank: int, world: int, local_batch: int):
                              f"{world} ranks x {workers} workers")
         loader = DataLoader(ds, batch_size=local_batch, num_workers=args.num_workers)
         return loader, ds, ds.shape, workers * -(-per_worker // local_batch)
-    from aebook.data import load_dataset
-
     data = load_dataset(args.dataset, limit_train=args.limit_train, patch_size=args.patch_size,
                         n_patches=args.samples_per_epoch, seed=args.seed)
     dataset = TensorDataset(data.train)
@@ -121,10 +121,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train on this process's share of the data; returns this rank's report (rank 0 saves the run).
 
     Initialises and destroys the process group when started by ``torchrun``
-    (``WORLD_SIZE`` set); otherwise trains in this process alone.
+    (``WORLD_SIZE`` set); otherwise trains in this process alone. Each step is the library's
+    :class:`aebook.train.TrainStep` (AdamW, warm-up + cosine over ``epochs * steps``).
     """
-    from aebook.checkpoint import save_run
-
     rank, world, local_rank = process_info()
     if args.batch_size < world or args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} must be a multiple of the {world} ranks")
@@ -145,8 +144,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         net: nn.Module = _Loss(model)
         if distributed:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if backend == "nccl" else None)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(max(1, args.epochs * steps)))
+        step = TrainStep(model.parameters(), args.lr, args.epochs * steps, weight_decay=args.weight_decay,
+                         amp=False, device=device)
         history: dict[str, list[float]] = {"train_loss": [], "seconds": []}
         model.train()
         for epoch in range(args.epochs):
@@ -155,12 +154,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             sums = torch.zeros(2, dtype=torch.float64, device=device)
             for batch in loader:
                 x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device, non_blocking=True)
-                loss = net(x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # DDP all-reduces (averages) the gradients here
-                optimizer.step()
-                scheduler.step()
-                sums += torch.stack([loss.detach().double() * len(x), torch.tensor(len(x), device=device)])
+                loss = step.step(net(x))  # DDP all-reduces (averages) the gradients in the backward pass
+                sums += torch.stack([loss.double() * len(x), torch.tensor(len(x), device=device)])
             if distributed:
                 dist.all_reduce(sums)
             history["train_loss"].append(float(sums[0] / sums[1]))
@@ -186,8 +181,6 @@ def launch(nproc_per_node: int, argv: Sequence[str], timeout: float = 600) -> li
     Returns the ranks' reports sorted by rank. ``RuntimeError`` with the end of
     the log when the run fails.
     """
-    import subprocess
-
     if nproc_per_node < 1:
         raise ValueError(f"nproc_per_node must be at least 1, got {nproc_per_node}")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",

@@ -27,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aebook.data import default_data_dir, load_mnist_sample
+from aebook.models import build_model
+from aebook.plots import show_image
 from aebook.runtime import live_frontend  # noqa: F401  (the one definition; chapter 4.1 imports it from here)
+from aebook.runtime import pick_device
+from aebook.train import TrainConfig, TrainStep, fit
 
 
 # ---------------------------------------------------------------- latent paths
@@ -173,9 +178,6 @@ def train_vae(train: torch.Tensor, latent_dim: int, beta: float = 1.0, trials: i
     ``beta_lib = beta / trials`` trains ``trials * BCE + beta * KL``: the
     negative ELBO for ``beta = 1``, a beta-VAE otherwise. Returns ``(model, history)``.
     """
-    from aebook.models import build_model
-    from aebook.train import TrainConfig, fit
-
     if beta <= 0 or trials < 1:
         raise ValueError(f"need beta > 0 and trials >= 1, got beta={beta}, trials={trials}")
     model = build_model("vae", tuple(train.shape[1:]), latent_dim, width=width, beta=beta / trials)
@@ -282,28 +284,22 @@ class FeatureClassifier(nn.Module):
 
 def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 20, batch_size: int = 64, lr: float = 3e-3,
                      seed: int = 0, **options) -> FeatureClassifier:
-    """Train a :class:`FeatureClassifier` on images ``x`` ``(N, C, H, W)`` and integer labels ``y`` (CPU or GPU)."""
-    from aebook.runtime import pick_device
-
+    """Train a :class:`FeatureClassifier` on images ``x`` ``(N, C, H, W)`` and integer labels ``y`` (CPU or GPU),
+    with the library's optimisation step (:class:`aebook.train.TrainStep`: AdamW, warm-up + cosine)."""
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = pick_device()
     model = FeatureClassifier(x.shape[1], int(y.max()) + 1, **options).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, epochs * -(-len(x) // batch_size)))
+    step = TrainStep(model.parameters(), lr, epochs * -(-len(x) // batch_size), weight_decay=1e-4, device=device)
     x, y = x.float().to(device), y.long().to(device)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen).to(device)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            step.step(F.cross_entropy(model(x[idx]), y[idx]))
     return model.eval()
 
 
@@ -419,14 +415,10 @@ def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0)
         n_test = len(target) // 5
         return torch.as_tensor(target[order[n_test:]]), torch.as_tensor(target[order[:n_test]])
     if name == "mnist_sample":
-        from aebook.data import load_mnist_sample
-
         _, train_labels, _, test_labels = load_mnist_sample()
         return torch.as_tensor(train_labels.astype(np.int64)), torch.as_tensor(test_labels.astype(np.int64))
     if name in ("mnist", "fashion_mnist"):
-        import torchvision
-
-        from aebook.data import default_data_dir
+        import torchvision  # heavy: only for these labels
 
         root = Path(data_dir) if data_dir is not None else default_data_dir()
         cls = getattr(torchvision.datasets, {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name])
@@ -440,8 +432,6 @@ def dataset_labels(name: str, data_dir: str | Path | None = None, seed: int = 0)
 def explorer_figure(model: nn.Module, z: torch.Tensor, dims: Sequence[int], values: Sequence[float], scale: float = 1.0):
     """Static stand-in for :func:`latent_explorer`: row ``i`` sweeps ``dims[i]`` over ``values`` from the code ``z``."""
     import matplotlib.pyplot as plt
-
-    from aebook.plots import show_image
 
     if not dims:
         raise ValueError("explorer_figure needs at least one latent dimension")
@@ -461,8 +451,6 @@ def latent_explorer(model: nn.Module, z: torch.Tensor, dims: Sequence[int], span
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-
-    from aebook.plots import show_image
 
     if z.ndim != 1 or not dims or not all(0 <= d < len(z) for d in dims):
         raise ValueError(f"need a code of shape (d,) and dimensions in range, got {tuple(z.shape)} and {list(dims)}")

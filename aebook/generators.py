@@ -35,6 +35,7 @@ from aebook.data import ImageData
 from aebook.diffusion import (LATENT_DIM, build_latent_diffusion, decode_codes, encode_codes,
                               train_latent_diffusion)
 from aebook.generation import nearest_neighbours
+from aebook.imageio import write_image
 from aebook.train import TrainConfig
 from aebook.vqvae import VQVAE, build_vq_generator, quantise_uniform, train_vq_generator
 
@@ -120,8 +121,6 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> n
 
 def write_samples(path: str | Path, images: torch.Tensor) -> Path:
     """Write samples atomically: ``.npy`` as float32 ``(N, C, H, W)``, ``.png`` as a grid (:func:`grid_image`)."""
-    from aebook.imageio import write_image
-
     path = check_output(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)

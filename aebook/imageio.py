@@ -1,5 +1,6 @@
 """Images as files and as tensors: reading and writing PNG, JPEG (and what Pillow reads),
-and the one conversion between image arrays and the models' ``(1, C, H, W)`` tensors.
+the one conversion between image arrays and the models' ``(1, C, H, W)`` tensors, the one
+bicubic resize (:func:`upsample_bicubic`) and the one padding to a multiple (:func:`pad_to_multiple`).
 
 Images are float32 arrays in [0, 1]: ``(H, W)`` for grayscale, ``(H, W, 3)`` for
 colour. Writing is atomic: a temporary file in the target folder is renamed
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: The command line's default cap on the pixels of an image it reads, decodes or writes
 #: (``--max-pixels``): 2**24 = 4096 x 4096. A tiny file can declare a huge image (a PNG of
@@ -75,8 +78,6 @@ def read_image_bits(path: str | os.PathLike[str], max_pixels: int | None = None)
     65535. Converting them to 8-bit ``L`` instead would clip every value above 255 to white.
     Mode ``F`` (floating-point TIFF) is taken as already in [0, 1] and clipped.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"input image {path} is a folder, not an image file")
@@ -106,8 +107,6 @@ def check_pixels(width: int, height: int, max_pixels: int | None, what: str = "i
 
 def image_format(path: str | os.PathLike[str]) -> str:
     """Pillow's format name for an output file's suffix (``"PNG"`` for ``.png`` ...), or ``ValueError``."""
-    from PIL import Image
-
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise ValueError(f"unknown image format for {Path(path).name}: use .png or .jpg")
@@ -152,8 +151,6 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) ->
     ``bits=16`` writes a 16-bit PNG (grayscale only, as Pillow writes them), e.g. to keep
     the depth of a 16-bit input; every other format stores 8 bits per sample.
     """
-    from PIL import Image
-
     path = Path(path)
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
@@ -237,3 +234,27 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected a (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     x = x[0].detach().float().cpu().clamp(0, 1)
     return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).contiguous().numpy()
+
+
+def upsample_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a batch ``(N, C, H, W)`` to ``size = (H', W')``, clipped to [0, 1].
+
+    The one bicubic interpolation of the library (PyTorch's, Keys' cubic convolution with
+    ``a = -0.75``): the super-resolution baseline and the super-resolution networks' input,
+    the interpolation baselines of chapter 2.3 and :func:`aebook.restoration.classical.upscale_bicubic`.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
+    return F.interpolate(x.float(), size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the last two axes of ``x`` at the bottom and right to multiples of ``multiple``,
+    by reflection (by repeating the edge where the image is too small to reflect): what a network
+    that downsamples by ``multiple`` needs (the encoder-decoder restorer, the convolutional codec)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)

@@ -1,4 +1,4 @@
-"""PSNR and SSIM, computed with scikit-image (chapter 3.3).
+"""PSNR and SSIM, computed with scikit-image (chapter 3.3), and rate-distortion curves (chapter 5.2).
 
 Images are float arrays or tensors in [0, 1]: ``(H, W)``, ``(H, W, C)`` or,
 for tensors, ``(C, H, W)``; batches are ``(N, C, H, W)`` tensors.
@@ -10,6 +10,8 @@ SSIM compares local means, variances and covariance in a 7x7 window
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -74,3 +76,32 @@ def mean_metrics(reference: torch.Tensor, test: torch.Tensor) -> dict[str, float
     """Mean PSNR and SSIM over a batch, plus the count ``n``."""
     m = batch_metrics(reference, test)
     return {"n": int(len(reference)), "psnr": float(m["psnr"].mean()), "ssim": float(m["ssim"].mean())}
+
+
+def rate_distortion_curve(roundtrip: Callable[[np.ndarray, int], tuple[np.ndarray, float]],
+                          images: Sequence[np.ndarray], qualities: Sequence[int]) -> list[dict[str, float]]:
+    """A codec's rate-distortion curve: for each quality ``q``, ``roundtrip(img, q) -> (decoded, bpp)``
+    on every image, then the mean bits per pixel, PSNR and SSIM as ``{"quality", "bpp", "psnr", "ssim"}``.
+
+    The one measurement behind every rate-distortion comparison (the book's codecs and JPEG).
+    """
+    curve = []
+    for q in qualities:
+        rows = []
+        for img in images:
+            ref = np.asarray(img, dtype=np.float32)
+            decoded, bpp = roundtrip(ref, q)
+            decoded = decoded.reshape(ref.shape)
+            rows.append((bpp, psnr(ref, decoded), ssim(ref, decoded)))
+        bpp, p, s = np.mean(rows, axis=0).tolist()
+        curve.append({"quality": q, "bpp": bpp, "psnr": p, "ssim": s})
+    return curve
+
+
+def value_at_bpp(curve: Sequence[dict[str, float]], bpp: float, key: str = "psnr") -> float:
+    """``key`` of a rate-distortion curve at ``bpp``, linearly interpolated; NaN outside its range."""
+    points = sorted((p["bpp"], p[key]) for p in curve)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if not points or not xs[0] <= bpp <= xs[-1]:
+        return float("nan")
+    return float(np.interp(bpp, xs, ys))

@@ -9,7 +9,7 @@ model from a checkpoint.
 
 The encoder is a learned network, not a fixed code: the article the book
 follows says the encoder "generally uses Huffman coding", which confuses it
-with the entropy coding of *quantised* latents (chapter 5.2, :mod:`aebook.entropy`).
+with the entropy coding of *quantised* latents (chapter 5.2, :mod:`aebook.codecs.entropy`).
 """
 
 from __future__ import annotations

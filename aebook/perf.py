@@ -4,7 +4,8 @@
   a model, counted by PyTorch's ``FlopCounterMode`` (convolutions and matrix products).
 - :func:`peak_flops`: the FLOP/s a device reaches on one large matrix product, the
   yardstick for "how close to the hardware's limit does the loop get".
-- :func:`inference_images_per_second`: images per second through a model in eval mode.
+- :func:`inference_images_per_second`: images per second through a model in eval mode;
+  :func:`time_forward_backward`: seconds of one training step's forward and backward pass.
 - :func:`compare_layouts`, :func:`shipped_layouts`, :func:`shipped_layouts_in_new_process`:
   a restorer on one image in the default and the channels-last memory layout, side by side,
   in this process or a new one (the engine of ``benchmarks/inference.py``).
@@ -14,13 +15,19 @@
   front end is ``benchmarks/throughput.py``.
 - :class:`DecoderSweepAutoencoder`, :func:`latent_sweep`, :func:`decoder_sweep`:
   quality against cost when the latent size or the decoder's depth and width change.
+
+Every time here is measured by :func:`aebook.runtime.time_call` (or :func:`~aebook.runtime.timed`),
+synchronised with the device.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,10 +35,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
+from aebook.data import load_photo, photo_patches
+from aebook.imageio import image_to_tensor
+from aebook.metrics import mean_metrics
 from aebook.models import Autoencoder, build_model, count_parameters
-from aebook.runtime import KEEP_THRESHOLD, KEEP_TOP_PAD
-from aebook.summary import _sync
+from aebook.restoration.inference import apply_tiled
+from aebook.runtime import KEEP_THRESHOLD, KEEP_TOP_PAD, time_call, timed
+from aebook.train import TrainConfig, evaluate_loss, fit
+from aebook.zoo import pretrained
 
 
 def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -40,8 +54,6 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     Counted with ``torch.utils.flop_counter.FlopCounterMode``, which sees matrix products
     and convolutions (the bulk of the work); element-wise operations are not counted.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -73,14 +85,7 @@ def peak_flops(device: torch.device | str = "cpu", size: int = 1024, repeats: in
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    return 2.0 * size**3 / time_call(torch.matmul, a, b, repeats=repeats, device=device)
 
 
 @torch.no_grad()
@@ -93,20 +98,50 @@ def inference_images_per_second(model: nn.Module, x: torch.Tensor, repeats: int 
     was_training = model.training
     model.eval()
     model(x)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(param.device)
-        start = time.perf_counter()
-        model(x)
-        _sync(param.device)
-        best = min(best, time.perf_counter() - start)
+    best = time_call(model, x, repeats=repeats, device=param.device)
     model.train(was_training)
     return len(x) / best
 
 
+def time_forward_backward(model: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
+    """Median seconds for ``model.loss(x)`` forward and backward (one training step without the update).
+
+    Parameters
+    ----------
+    model
+        A model with a ``loss(inputs)`` method (every :mod:`aebook.models` model)
+        or any module, for which the mean of ``model(x)`` is back-propagated.
+    x
+        One batch, moved to the model's device.
+    repeats, warmup
+        Timed and untimed runs; the median of the timed runs is returned.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    param = next(model.parameters())
+    x = x.to(param.device)
+    was_training = model.training
+
+    def forward_backward() -> None:
+        loss = model.loss(x)[0] if hasattr(model, "loss") else model(x).float().mean()
+        loss.backward()  # the gradient only: this times a step, it does not train
+
+    model.train()
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            seconds = timed(forward_backward, device=param.device)[1]
+            if i >= warmup:
+                times.append(seconds)
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    return float(np.median(times))
+
+
 def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | None = None, tile: int = 512,
                     repeats: int = 3) -> dict[str, float]:
-    """Time :func:`aebook.restore.apply_tiled` on one ``(1, C, H, W)`` image in both memory layouts.
+    """Time :func:`aebook.restoration.inference.apply_tiled` on one ``(1, C, H, W)`` image in both memory layouts.
 
     The default (channels-first) layout and channels-last run alternately, twice each, after a
     warm-up of both, and each keeps its best time, so that a busy machine slows both alike.
@@ -114,8 +149,6 @@ def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | 
     ``max_abs_diff``, the largest difference between the two outputs (the same computation, so
     rounding only). The engine of ``benchmarks/inference.py``.
     """
-    from aebook.restore import apply_tiled
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     runs = {layout: (lambda cl=(layout == "channels_last"): apply_tiled(model, image, cond, tile=tile,
@@ -129,11 +162,8 @@ def compare_layouts(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | 
     for _ in range(2):
         for layout, fn in runs.items():
             for _ in range(repeats):
-                _sync(device)
-                start = time.perf_counter()
-                outs[layout] = fn()
-                _sync(device)
-                seconds[layout] = min(time.perf_counter() - start, seconds.get(layout, float("inf")))
+                outs[layout], took = timed(fn, device=device)
+                seconds[layout] = min(took, seconds.get(layout, float("inf")))
     return {"seconds_default": seconds["default"], "seconds_channels_last": seconds["channels_last"],
             "speedup": seconds["default"] / seconds["channels_last"],
             "max_abs_diff": (outs["default"] - outs["channels_last"]).abs().max().item()}
@@ -151,11 +181,7 @@ def shipped_layouts(name: str = "denoise", size: int = 512, repeats: int = 3) ->
     """:func:`compare_layouts` for a shipped restorer on the ``size x size`` corner of the
     cameraman (the astronaut for a colour model), with the CLI's tile (512) and, for a
     condition channel, a constant 0.1 (the noise level 25.5 for the denoiser)."""
-    from aebook.data import load_photo
-    from aebook.imageio import image_to_tensor
-    from aebook.pretrained import pretrained
-
-    model, _, _ = pretrained(name)
+    model, _ = pretrained(name)
     gray = model.channels == 1
     x = image_to_tensor(load_photo("camera" if gray else "astronaut", gray=gray)[:size, :size])
     cond = torch.full((1, model.cond_channels, *x.shape[-2:]), 0.1) if model.cond_channels else None
@@ -167,11 +193,6 @@ def shipped_layouts_in_new_process(name: str = "denoise", size: int = 512, repea
     """:func:`shipped_layouts` run in a new Python process (as the CLI runs), with ``env`` added
     to its environment (e.g. :data:`GLIBC_KEEP_MEMORY`): a long-running process, such as a
     notebook's kernel, has its memory allocator in another state."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     code = ("import json, sys; from aebook.perf import shipped_layouts; "
             "print(json.dumps(shipped_layouts(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
     threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}  # as many threads as this process
@@ -217,26 +238,29 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
     """The tutorial loop: ``MNIST`` dataset with ``ToTensor``, a shuffling ``DataLoader``,
     ``.to(device)`` per batch, Adam at a constant learning rate. ``final_loss`` is the
     last epoch's mean training loss."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
+    from torchvision import datasets, transforms  # heavy, and only for this comparison
 
     ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    seen, total, start = 0, 0.0, time.perf_counter()
-    for _ in range(epochs):
-        total = 0.0
-        for x, _ in loader:
-            x = x.to(device)
-            loss = torch.nn.functional.mse_loss(model(x), x)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            seen += len(x)
-    _sync(device)
-    return LoopResult(time.perf_counter() - start, seen, total / len(ds))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)  # the tutorial's own loop, kept as the baseline
+
+    def tutorial_epochs() -> tuple[int, float]:
+        seen, total = 0, 0.0
+        for _ in range(epochs):
+            total = 0.0
+            for x, _ in loader:
+                x = x.to(device)
+                loss = torch.nn.functional.mse_loss(model(x), x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(x)
+                seen += len(x)
+        return seen, total
+
+    (seen, total), seconds = timed(tutorial_epochs, device=device)
+    return LoopResult(seconds, seen, total / len(ds))
 
 
 def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
@@ -250,17 +274,13 @@ def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size:
     The defaults (Adam at a constant 1e-3, no weight decay) are the textbook loop's, so that a
     comparison measures the data path and nothing else; ``schedule="cosine"`` gives ``fit``'s own
     warm-up + cosine schedule instead."""
-    from aebook.train import TrainConfig, fit
-
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), compile=compile,
                       cuda_graph=cuda_graph, schedule=schedule, progress=False)
-    start = time.perf_counter()
-    history = fit(model, data, cfg)
-    _sync(device)
-    return LoopResult(time.perf_counter() - start, epochs * len(data), history.train_loss[-1])
+    history, seconds = timed(fit, model, data, cfg, device=device)
+    return LoopResult(seconds, epochs * len(data), history.train_loss[-1])
 
 
 def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch.device | str = "cpu",
@@ -278,9 +298,6 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     ``aebook_fraction_of_peak``, and the settings of aebook's loop (``aebook_batch_size``,
     ``aebook_lr``, ``compile``, ``cuda_graph``, ``channels_last``).
     """
-    from aebook.data import photo_patches
-    from aebook.train import TrainConfig, evaluate_loss
-
     if n < 1 or epochs < 1:
         raise ValueError(f"need n >= 1 and epochs >= 1, got n={n}, epochs={epochs}")
     TrainConfig(batch_size=aebook_batch_size, lr=aebook_lr, compile=compile, cuda_graph=cuda_graph)  # fail early
@@ -353,12 +370,8 @@ class DecoderSweepAutoencoder(Autoencoder):
 def _train_and_score(model: Autoencoder, train: torch.Tensor, test: torch.Tensor, epochs: int,
                      batch_size: int, seed: int) -> dict[str, float]:
     """Train with :func:`aebook.train.fit` (timed) and score PSNR on ``test``."""
-    from aebook.metrics import mean_metrics
-    from aebook.train import TrainConfig, fit
-
-    start = time.perf_counter()
-    fit(model, train, TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False, device="cpu"))
-    seconds = time.perf_counter() - start
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False, device="cpu")
+    seconds = timed(fit, model, train, config)[1]
     return {"train_img_s": epochs * len(train) / seconds,
             "infer_img_s": inference_images_per_second(model, test),
             "psnr": mean_metrics(test, model.reconstruct(test))["psnr"],

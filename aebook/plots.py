@@ -1,8 +1,12 @@
-"""Figures used throughout the book (matplotlib)."""
+"""How results are shown throughout the book: figures (matplotlib) and Markdown tables.
+
+Every number a table shows is computed (:func:`markdown_table` formats rows of them), so
+that no number in the book's prose is typed by hand.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -117,3 +121,31 @@ def plot_metric_vs_latent(results: Mapping[str, Mapping[int, float]], metric: st
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _cell(value: Any, floatfmt: str) -> str:
+    if isinstance(value, (float, np.floating)):
+        return format(float(value), floatfmt)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (int, np.integer)) for v in value):
+        return "×".join(str(int(v)) for v in value) if value else "–"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".2f") -> str:
+    """Format rows as a GitHub/MyST Markdown table.
+
+    Floats use ``floatfmt``; tuples of ints (shapes) are written ``32×14×14``;
+    ``|`` in text is escaped. Display it in a notebook with
+    ``IPython.display.Markdown(markdown_table(...))``.
+
+    Raises
+    ------
+    ValueError
+        If a row does not have one value per header.
+    """
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row {list(row)} has {len(row)} values for {len(headers)} headers")
+        lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
+    return "\n".join(lines)

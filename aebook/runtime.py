@@ -1,16 +1,22 @@
-"""Run-time settings shared by the book and the library: quick mode, device, seeds.
+"""Run-time settings shared by the book and the library: quick mode, device, seeds, timing.
 
-Chapter 3.1 of the book shows these in use.
+The bottom of the library: it imports nothing from ``aebook``. Chapter 3.1 of the book
+shows these in use; :func:`time_call` (wall time) and :func:`cpu_times` (this process's CPU
+time, side by side) are the timers every measurement uses.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import random
 import sys
+import time
+from typing import Any, Callable, Mapping
 
 import numpy as np
+import skimage
 import torch
 
 QUICK_ENV = "AEBOOK_QUICK"
@@ -116,8 +122,6 @@ def keep_freed_memory(top_pad: int = KEEP_TOP_PAD, threshold: int = KEEP_THRESHO
     """
     if platform.libc_ver()[0] != "glibc":
         return False
-    import ctypes
-
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -134,8 +138,7 @@ def on_colab() -> bool:
 
 def describe_environment() -> dict[str, str]:
     """Versions and hardware, as a dict a chapter can print as a table."""
-    import matplotlib
-    import skimage
+    import matplotlib  # heavy, and only for their version numbers
     import sklearn
 
     device = pick_device()
@@ -155,3 +158,64 @@ def describe_environment() -> dict[str, str]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has finished its queued work (CUDA and MPS run asynchronously), so
+    that a clock read after it measures the work itself; nothing to wait for on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn: Callable[..., Any], *args: Any, device: torch.device | str | None = None,
+          **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and its wall time in seconds, ``device`` synchronised before and after."""
+    if device is not None:
+        synchronize(device)
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    if device is not None:
+        synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def time_call(fn: Callable[..., Any], *args: Any, repeats: int = 1, device: torch.device | str | None = None,
+              **kwargs: Any) -> float:
+    """Shortest wall time in seconds of ``repeats`` calls ``fn(*args, **kwargs)`` (see :func:`timed`).
+
+    The shortest, not the mean: on a shared machine other work only ever adds time.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    return min(timed(fn, *args, device=device, **kwargs)[1] for _ in range(repeats))
+
+
+def cpu_times(calls: Mapping[str, Callable[[], object]], repeats: int = 5, threads: int = 1) -> dict[str, float]:
+    """CPU seconds of each call, measured side by side: ``{name: shortest process time}``
+    (:func:`time_call` measures wall time, which another program's load lengthens).
+
+    The calls take turns (one of each per round, ``repeats`` rounds, after one untimed round
+    that warms caches), so a change in the machine's load touches all of them alike; each is
+    scored by its shortest round. ``time.process_time`` counts the work of this process only,
+    not the time other programs take; PyTorch runs on ``threads`` threads meanwhile (one by
+    default: then no thread is counted while it waits for another), and its setting is restored.
+    """
+    if repeats < 1 or threads < 1:
+        raise ValueError(f"repeats and threads must be >= 1, got {repeats} and {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fn in calls.values():
+            fn()
+        best = {name: float("inf") for name in calls}
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                start = time.process_time()
+                fn()
+                best[name] = min(best[name], time.process_time() - start)
+    finally:
+        torch.set_num_threads(before)
+    return best

@@ -35,6 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from aebook.codecs.bitstream import MAGIC as AEB_MAGIC
 
 MAGIC = b"AEBX"
 VERSION = 1
@@ -76,15 +81,11 @@ def pickle_imports(path: str | Path) -> list[str]:
 
 def generate_key() -> bytes:
     """A fresh random 256-bit AES key (store it like a password)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     return AESGCM.generate_key(bit_length=256)
 
 
 def derive_key(passphrase: str, salt: bytes) -> bytes:
     """Stretch a passphrase into a 256-bit key with scrypt (n=2**14, r=8, p=1) and a 16-byte ``salt``."""
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
     if not isinstance(passphrase, str) or not passphrase:
         raise ValueError("passphrase must be a non-empty string")
     if not isinstance(salt, (bytes, bytearray)) or len(salt) != SALT_SIZE:
@@ -117,10 +118,6 @@ def encrypt_aeb(data: bytes, key: bytes | str, associated_data: bytes = b"") -> 
     bytes
         Header (magic, version, kdf, [salt], nonce) + ciphertext + tag.
     """
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    from aebook.bitstream import MAGIC as AEB_MAGIC
-
     if not isinstance(data, (bytes, bytearray)) or not bytes(data).startswith(AEB_MAGIC):
         raise ValueError("data must be the bytes of an .aeb file (starting with b'AEBK')")
     if isinstance(key, str):
@@ -145,9 +142,6 @@ def decrypt_aeb(blob: bytes, key: bytes | str, associated_data: bytes = b"") -> 
         authentication fails: wrong key or passphrase, other associated data,
         or any byte changed, added or removed.
     """
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     if not isinstance(blob, (bytes, bytearray)):
         raise ValueError(f"expected bytes, got {type(blob).__name__}")
     blob = bytes(blob)

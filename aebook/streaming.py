@@ -20,7 +20,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
+
+from aebook.imageio import pil_to_array
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -61,8 +65,6 @@ def shard_indices(n_files: int, shard: int, num_shards: int, seed: int = 0, epoc
 
 
 def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -138,10 +140,6 @@ class ImageFolderPatches(IterableDataset):
         return self.samples_per_epoch // num_shards
 
     def _load(self, path: Path) -> np.ndarray:
-        from PIL import Image, ImageOps
-
-        from aebook.imageio import pil_to_array
-
         try:
             with Image.open(path) as im:  # 16-bit grayscale at its scale, EXIF orientation applied
                 return pil_to_array(ImageOps.exif_transpose(im), gray=self.gray)[0]
@@ -179,7 +177,5 @@ class ImageFolderPatches(IterableDataset):
                 self._held -= 1
 
     def _fits(self, index: int) -> bool:
-        from PIL import Image
-
         with Image.open(self.files[index]) as im:
             return min(im.size) >= self.patch_size

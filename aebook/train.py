@@ -1,11 +1,18 @@
-"""One training loop for every model in :mod:`aebook.models` (chapter 3.3).
+"""One training loop for every model in :mod:`aebook.models` (chapter 3.3), and the one
+optimisation step and learning-rate schedule that every trainer of the library takes.
 
-What it does that the textbook loop doesn't: the data is held on the
+What :func:`fit` does that the textbook loop doesn't: the data is held on the
 training device as one tensor and shuffled there (no ``DataLoader``, no
 per-batch copies), mixed precision (bfloat16 autocast) on CUDA, optional
 ``torch.compile`` or CUDA-graph capture of the whole step (:class:`CudaGraphStep`),
 a warm-up + cosine learning-rate schedule, a ``tqdm.auto`` progress bar and a
 loss history.
+
+:class:`TrainStep` is the step itself (AdamW, :func:`warmup_cosine` over the steps or over
+a wall-clock budget, optional gradient clipping, bfloat16 autocast on CUDA). Trainers whose
+batches are not :func:`fit`'s (the restorers of :mod:`aebook.restoration.training`, the
+digit classifier of :mod:`aebook.generation`, the DDP loop of :mod:`aebook.distributed`)
+write their own few lines of loop around it, and nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -79,17 +86,141 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None, device:
         yield order[i : starts[j + 1] if j + 1 < len(starts) else n]
 
 
+def _cosine(t: float, floor: float) -> float:
+    """Cosine decay from 1 at ``t = 0`` to ``floor`` at ``t = 1``."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, t))))
+
+
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.05, floor: float = 0.02) -> Callable[[int], float]:
-    """Learning-rate factor: linear warm-up, then cosine decay to ``floor`` at ``total_steps``."""
+    """Learning-rate factor of a step: linear warm-up over the first ``warmup_fraction`` of the
+    steps (at least one), then cosine decay to ``floor`` at ``total_steps``.
+
+    The one schedule of the library (:class:`TrainStep`); :func:`warmup_cosine_at` is the same
+    schedule over a fraction of training done, for a wall-clock budget.
+    """
     warmup = max(1, int(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return _cosine((step - warmup) / max(1, total_steps - warmup), floor)
 
     return factor
+
+
+def warmup_cosine_at(progress: float, warmup_fraction: float = 0.05, floor: float = 0.02) -> float:
+    """:func:`warmup_cosine`'s factor at ``progress``, the fraction of training done (0 to 1), for
+    training that runs for a time instead of a number of steps: a linear ramp from 0 over the
+    first ``warmup_fraction``, then the cosine over the rest."""
+    if progress < warmup_fraction:
+        return max(0.0, progress) / warmup_fraction
+    return _cosine((progress - warmup_fraction) / max(1e-12, 1 - warmup_fraction), floor)
+
+
+class TrainStep:
+    """The optimisation step every trainer takes: AdamW under the warm-up + cosine schedule.
+
+    ``step(loss)`` (or ``update(loss)`` then ``advance()``) zeroes the gradients, back-propagates
+    ``loss``, clips the gradient norm to ``grad_clip`` (when given), takes the AdamW step and sets
+    the learning rate of the next one: ``lr`` times :func:`warmup_cosine` of the steps taken out of
+    ``total_steps``, or, with ``minutes``, :func:`warmup_cosine_at` of the wall-clock time spent out
+    of that budget (:attr:`finished` then says when it is spent). ``schedule="constant"`` keeps
+    ``lr``. :meth:`autocast` is the forward pass's precision: bfloat16 on CUDA when ``amp``.
+
+    ``capturable=True`` (for :class:`CudaGraphStep`) keeps the learning rate in a device tensor
+    that :meth:`advance` writes in place: call :meth:`update` inside the captured step and
+    :meth:`advance` outside it.
+
+    Parameters
+    ----------
+    parameters
+        What the optimiser trains.
+    lr
+        Peak learning rate.
+    total_steps
+        Steps over which the cosine runs (ignored with ``minutes``).
+    weight_decay, warmup, floor
+        AdamW's weight decay; the schedule's warm-up fraction and final factor.
+    """
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], lr: float, total_steps: int, *,
+                 weight_decay: float = 0.0, warmup: float = 0.05, floor: float = 0.02, schedule: str = "cosine",
+                 minutes: float | None = None, grad_clip: float | None = None, amp: bool = True,
+                 capturable: bool = False, device: torch.device | str = "cpu") -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= warmup <= 1.0:
+            raise ValueError(f"warmup must be a fraction in [0, 1], got {warmup}")
+        if minutes is not None and not minutes > 0:
+            raise ValueError(f"minutes must be positive, got {minutes}")
+        self.parameters = list(parameters)
+        self.peak_lr, self.total_steps = float(lr), max(1, int(total_steps))
+        self.warmup, self.floor, self.schedule = float(warmup), float(floor), schedule
+        self.grad_clip, self.device = grad_clip, torch.device(device)
+        self.amp, self.capturable = amp and self.device.type == "cuda", capturable
+        self.budget = None if minutes is None else 60.0 * minutes
+        self.steps, self.start = 0, time.perf_counter()
+        self._by_step = warmup_cosine(self.total_steps, self.warmup, self.floor)
+        first = self.peak_lr * self.factor()
+        self.lr_tensor = torch.tensor(first, device=self.device) if capturable else None
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=first if self.lr_tensor is None else self.lr_tensor,
+                                           weight_decay=weight_decay, capturable=capturable)
+
+    def progress(self) -> float:
+        """The fraction of training done: of the time budget, or of ``total_steps``."""
+        if self.budget is not None:
+            return (time.perf_counter() - self.start) / self.budget
+        return self.steps / self.total_steps
+
+    @property
+    def finished(self) -> bool:
+        """Whether the time budget (``minutes``) is spent; always False without one."""
+        return self.budget is not None and time.perf_counter() - self.start >= self.budget
+
+    def factor(self) -> float:
+        """The learning-rate factor of the next step."""
+        if self.schedule == "constant":
+            return 1.0
+        if self.budget is not None:
+            return warmup_cosine_at(self.progress(), self.warmup, self.floor)
+        return self._by_step(self.steps)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def autocast(self) -> torch.autocast:
+        """The forward pass's autocast: bfloat16 on CUDA when ``amp``, off elsewhere (its weight
+        cache off when capturable: the cache cannot outlive a graph capture)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp,
+                              cache_enabled=not self.capturable)
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """Back-propagate ``loss`` and take the optimiser step (the schedule does not move); returns
+        ``loss`` detached."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    def advance(self) -> None:
+        """Count the step and set the next one's learning rate."""
+        self.steps += 1
+        rate = self.peak_lr * self.factor()
+        if self.lr_tensor is not None:  # written in place: a captured step reads this tensor
+            self.lr_tensor.fill_(rate)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """:meth:`update` then :meth:`advance`; returns ``loss`` detached."""
+        out = self.update(loss)
+        self.advance()
+        return out
 
 
 @torch.no_grad()
@@ -195,31 +326,20 @@ def fit(
         model.init_from_data(train)
     val = val.to(device) if val is not None else None
     steps = max(1, config.epochs * -(-len(train) // config.batch_size))
-    factor = warmup_cosine(steps) if config.schedule == "cosine" else (lambda step: 1.0)
     graphed = config.cuda_graph and device.type == "cuda"
-    # a captured step reads its learning rate from a device tensor, which the loop sets in place
-    lr_tensor = torch.tensor(peak_lr * factor(0), device=device) if graphed else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr if lr_tensor is None else lr_tensor,
-                                  weight_decay=config.weight_decay, capturable=graphed)
-    scheduler = None if graphed else torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimiser = TrainStep(model.parameters(), peak_lr, steps, weight_decay=config.weight_decay,
+                          schedule=config.schedule, grad_clip=config.grad_clip, amp=config.amp,
+                          capturable=graphed, device=device)
     loss_fn = torch.compile(model.loss) if config.compile else model.loss
-    use_amp = config.amp and device.type == "cuda"
 
     def step(target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = corrupt(target) if corrupt else target
-        # autocast's weight cache cannot outlive a graph capture
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp, cache_enabled=not graphed):
+        with optimiser.autocast():
             loss, stats = loss_fn(inputs, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        return loss.detach(), stats
+        return optimiser.update(loss), stats
 
     run_step = CudaGraphStep(step, train[: min(config.batch_size, len(train))]) if graphed else step
     history = History()
-    done = 0  # optimiser steps taken
     bar = tqdm(range(config.epochs), desc=f"training {model.name}", disable=not config.progress)
     for _ in bar:
         start = time.perf_counter()
@@ -227,11 +347,7 @@ def fit(
         sums: dict[str, torch.Tensor] = {}
         for idx in _batches(len(train), config.batch_size, generator, device):
             loss, stats = run_step(train[idx])
-            done += 1
-            if lr_tensor is None:
-                scheduler.step()
-            else:  # what LambdaLR sets, written in place: LambdaLR rebinds the rate on older torch
-                lr_tensor.fill_(peak_lr * factor(done))
+            optimiser.advance()  # outside a captured step: the next step's learning rate
             total += loss * len(idx)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0) + v * len(idx)

@@ -4,8 +4,9 @@
   a model trained on 32x32 patches reconstructs a whole photo tile by tile.
 - :class:`UniformQuantizer`, :func:`quantized_reconstruct`: store a latent code
   in a fixed number of bits, so its cost can be compared with JPEG's file size.
-- :func:`interpolation_codec`, :func:`jpeg_images`, :func:`jpeg_quality_for_bpp`:
-  the rule-based codecs at a given budget.
+- :func:`encode_batched`, :func:`tile_metrics`: codes and scores over whole images' tiles.
+
+The rule-based codecs at a given budget (JPEG, interpolation) are in :mod:`aebook.baselines`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from aebook.metrics import mean_metrics
 
 
 # --------------------------------------------------------------------------- tiles
@@ -144,73 +146,6 @@ def quantized_reconstruct(model, x: torch.Tensor, quantizer: UniformQuantizer) -
     return out.to(x.device)
 
 
-# --------------------------------------------------------------------------- rule-based codecs
-
-def interpolation_codec(img: np.ndarray, factor: int = 4, bits: int = 8, mode: str = "bicubic") -> np.ndarray:
-    """Keep a ``1/factor`` downsampled image with ``bits`` per pixel; rebuild by interpolation.
-
-    The small image is made by area averaging and rounded to ``2**bits``
-    levels, so its cost is exactly ``bits / factor**2`` bits per pixel of the
-    original. Returns the ``(H, W)`` reconstruction, clipped to [0, 1].
-    """
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim != 2:
-        raise ValueError(f"expected a grayscale (H, W) image, got shape {arr.shape}")
-    if factor < 1 or arr.shape[0] % factor or arr.shape[1] % factor:
-        raise ValueError(f"image {arr.shape} is not divisible by factor {factor}")
-    x = torch.from_numpy(arr)[None, None]
-    small = F.interpolate(x, scale_factor=1 / factor, mode="area")
-    levels = 2**bits - 1
-    small = torch.round(small.clamp(0, 1) * levels) / levels
-    up = F.interpolate(small, size=arr.shape, mode=mode, align_corners=False)
-    return up[0, 0].clamp(0, 1).numpy()
-
-
-def jpeg_images(images: Sequence[np.ndarray], quality: int) -> tuple[list[np.ndarray], float]:
-    """JPEG round trip of whole images; returns the decoded images and bits per pixel over all of them.
-
-    Whole images are compressed (not tiles) so that JPEG's headers and tables,
-    a few hundred bytes per file, are shared by many blocks as in real use.
-    """
-    from aebook.baselines import jpeg_roundtrip
-
-    decoded, bits, pixels = [], 0.0, 0
-    for img in images:
-        dec, bpp = jpeg_roundtrip(img, quality)
-        decoded.append(dec)
-        bits += bpp * img.shape[0] * img.shape[1]
-        pixels += img.shape[0] * img.shape[1]
-    return decoded, bits / pixels
-
-
-def jpeg_quality_for_bpp(images: Sequence[np.ndarray], target_bpp: float, low: int = 1, high: int = 95) -> tuple[int, float]:
-    """The highest JPEG quality in ``low..high`` whose bits per pixel (over ``images``) do not exceed ``target_bpp``.
-
-    Bisection, assuming (as holds for Pillow's encoder) that the file size grows
-    with the quality setting. Returns ``(quality, bpp)``.
-
-    Raises
-    ------
-    ValueError
-        If even quality ``low`` needs more than ``target_bpp``.
-    """
-    if not 1 <= low <= high <= 100:
-        raise ValueError(f"need 1 <= low <= high <= 100, got {low}, {high}")
-    bpp_low = jpeg_images(images, low)[1]
-    if bpp_low > target_bpp:
-        raise ValueError(f"JPEG quality {low} already needs {bpp_low:.3f} bpp > {target_bpp}")
-    best = (low, bpp_low)
-    lo, hi = low + 1, high
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        bpp = jpeg_images(images, mid)[1]
-        if bpp <= target_bpp:
-            best, lo = (mid, bpp), mid + 1
-        else:
-            hi = mid - 1
-    return best
-
-
 # --------------------------------------------------------------------------- evaluation helpers
 
 @torch.no_grad()
@@ -241,8 +176,6 @@ def tile_metrics(originals: Sequence[np.ndarray], reconstructions: Sequence[np.n
     work on whole images (JPEG, interpolation) and tile by tile (PCA, the
     autoencoders) are scored on exactly the same held-out tiles.
     """
-    from aebook.metrics import mean_metrics
-
     if len(originals) != len(reconstructions):
         raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
     ref = torch.cat([image_to_tiles(crop_to_tiles(o, size), size) for o in originals])
@@ -250,17 +183,3 @@ def tile_metrics(originals: Sequence[np.ndarray], reconstructions: Sequence[np.n
     if ref.shape != out.shape:
         raise ValueError(f"tiles differ in shape: {tuple(ref.shape)} vs {tuple(out.shape)}")
     return mean_metrics(ref, out)
-
-
-def jpeg_uses_huffman(img: np.ndarray, quality: int = 75) -> bool:
-    """True if Pillow's JPEG file for ``img`` defines Huffman tables (marker ``FFC4``) and
-    uses a Huffman-coded frame (baseline ``FFC0``, extended ``FFC1`` or progressive ``FFC2``)."""
-    import io
-
-    from PIL import Image
-
-    arr = np.clip(np.round(np.asarray(img) * 255), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=quality, optimize=True)
-    data = buf.getvalue()
-    return b"\xff\xc4" in data and any(m in data for m in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"))

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aebook.runtime import quick_mode
+
 RESULTS_ENV = "AEBOOK_RESULTS"
 
 
@@ -40,8 +42,6 @@ def record(chapter: str, key: str, value: float, *, unit: str = "", description:
     The chapter's file is rewritten atomically, keeping its other keys. A
     file written in the other mode (quick vs full) is replaced, not merged.
     """
-    from aebook.runtime import quick_mode
-
     _check_name("chapter", chapter)
     _check_name("key", key)
     value = float(value)

@@ -4,8 +4,9 @@
   column space of a linear decoder and PCA's top components (Baldi & Hornik, 1989:
   they coincide at the optimum, but the bases need not).
 - :func:`project_onto` aligns one basis with another subspace, for figures.
-- :func:`latent_sweep` trains one model per method and latent size and measures
-  PSNR and SSIM on held-out images: the bottleneck curve of chapter 2.2.
+- :func:`bottleneck_sweep` trains one model per method and latent size and measures
+  PSNR and SSIM on held-out images: the bottleneck curve of chapter 2.2 (what a model
+  costs per latent size is :func:`aebook.perf.latent_sweep`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy.linalg import subspace_angles
+from sklearn.decomposition import PCA
 
 from aebook.baselines import PCABaseline
 from aebook.data import ImageData
-from aebook.metrics import mean_metrics
+from aebook.metrics import PSNR_CAP, mean_metrics
 from aebook.models import build_model
 from aebook.train import TrainConfig, fit
 
@@ -85,7 +88,7 @@ def project_onto(basis: np.ndarray | torch.Tensor, vectors: np.ndarray | torch.T
 
 @dataclass
 class SweepResult:
-    """Output of :func:`latent_sweep`.
+    """Output of :func:`bottleneck_sweep`.
 
     Attributes
     ----------
@@ -113,7 +116,7 @@ class SweepResult:
         return "\n".join([head, rule, *rows])
 
 
-def latent_sweep(
+def bottleneck_sweep(
     data: ImageData,
     methods: Sequence[str],
     latent_sizes: Sequence[int],
@@ -142,7 +145,7 @@ def latent_sweep(
         Metrics and the trained models.
     """
     if not methods or not latent_sizes:
-        raise ValueError("latent_sweep needs at least one method and one latent size")
+        raise ValueError("bottleneck_sweep needs at least one method and one latent size")
     options = options or {}
     result = SweepResult()
     for method in methods:
@@ -180,8 +183,6 @@ def plot_directions(rows: Mapping[str, np.ndarray | torch.Tensor], image_shape: 
     n
         Number of directions (columns) to show; default: all of the widest row.
     """
-    import matplotlib.pyplot as plt
-
     mats = {name: _as_matrix(m, name) for name, m in rows.items()}
     n = n or max(m.shape[1] for m in mats.values())
     fig, axes = plt.subplots(len(mats), n, figsize=(scale * n + 1.5, scale * 1.15 * len(mats)), squeeze=False)
@@ -228,10 +229,6 @@ def pca_psnr_curve(train: torch.Tensor, inputs: torch.Tensor, targets: torch.Ten
     dict
         ``{k: mean PSNR in dB}``.
     """
-    from sklearn.decomposition import PCA
-
-    from aebook.metrics import PSNR_CAP
-
     targets = inputs if targets is None else targets
     if inputs.shape != targets.shape or inputs.shape[1:] != train.shape[1:]:
         raise ValueError(f"shapes differ: train {tuple(train.shape)}, inputs {tuple(inputs.shape)}, "

@@ -1,23 +1,24 @@
-"""Looking inside models and results (chapters 3.2 and 3.3).
+"""Tables the chapters compute: inside a model, best and worst cases, verdicts and goals.
 
 - :func:`layer_shapes`: what each layer of a model does to the shape of one
   batch, recorded with forward hooks (the shape-by-shape tables of chapter 3.2).
 - :func:`worst_and_best`: indices of the worst and best scores (failures
   are shown next to successes in chapter 3.3).
-- :func:`time_forward_backward`: seconds for one training step's forward and
-  backward pass, synchronised on GPUs.
-- :func:`markdown_table`: a Markdown table from computed rows, so that no
-  number in the book's prose is typed by hand.
+- :func:`verdict`, :func:`goals_table`: a sentence and a table whose verdicts are computed
+  from two measurements, never typed (chapters 4.3 and 4.4).
+
+Tables are formatted by :func:`aebook.plots.markdown_table`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from aebook.plots import markdown_table
 
 
 class LayerInfo(NamedTuple):
@@ -130,71 +131,25 @@ def worst_and_best(scores: Sequence[float] | np.ndarray, k: int = 5) -> tuple[np
     return up[:k], down[:k]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def verdict(a_name: str, a: float, b_name: str, b: float, unit: str = "dB", tie: float = 0.0) -> str:
+    """A verdict sentence computed from two measurements, e.g. ``"X beats Y by 1.23 dB"``.
 
-
-def time_forward_backward(model: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
-    """Median seconds for ``model.loss(x)`` forward and backward (one training step without the update).
-
-    Parameters
-    ----------
-    model
-        A model with a ``loss(inputs)`` method (every :mod:`aebook.models` model)
-        or any module, for which the mean of ``model(x)`` is back-propagated.
-    x
-        One batch, moved to the model's device.
-    repeats, warmup
-        Timed and untimed runs; the median of the timed runs is returned.
+    Differences of at most ``tie`` read as "matches".
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    param = next(model.parameters())
-    x = x.to(param.device)
-    was_training = model.training
-    model.train()
-    times = []
-    try:
-        for i in range(warmup + repeats):
-            _sync(param.device)
-            start = time.perf_counter()
-            loss = model.loss(x)[0] if hasattr(model, "loss") else model(x).float().mean()
-            loss.backward()
-            _sync(param.device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-            model.zero_grad(set_to_none=True)
-    finally:
-        model.train(was_training)
-    return float(np.median(times))
+    diff = a - b
+    if abs(diff) <= tie:
+        return f"{a_name} matches {b_name} (difference {diff:+.2f} {unit})"
+    verb = "beats" if diff > 0 else "trails"
+    return f"{a_name} {verb} {b_name} by {abs(diff):.2f} {unit}"
 
 
-def _cell(value: Any, floatfmt: str) -> str:
-    if isinstance(value, (float, np.floating)):
-        return format(float(value), floatfmt)
-    if isinstance(value, (tuple, list)) and all(isinstance(v, (int, np.integer)) for v in value):
-        return "×".join(str(int(v)) for v in value) if value else "–"
-    return str(value).replace("|", "\\|")
+def goals_table(goals: Sequence[tuple[str, float, float]], unit: str = "dB") -> tuple[str, list[bool]]:
+    """Markdown table of goals ``(goal, measured, target)`` with a computed "met?" column.
 
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".2f") -> str:
-    """Format rows as a GitHub/MyST Markdown table.
-
-    Floats use ``floatfmt``; tuples of ints (shapes) are written ``32×14×14``;
-    ``|`` in text is escaped. Display it in a notebook with
-    ``IPython.display.Markdown(markdown_table(...))``.
-
-    Raises
-    ------
-    ValueError
-        If a row does not have one value per header.
+    A goal is met when ``measured >= target`` (state goals as "higher is
+    better", e.g. a PSNR gain). Returns the table and the list of verdicts.
     """
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        if len(row) != len(headers):
-            raise ValueError(f"row {list(row)} has {len(row)} values for {len(headers)} headers")
-        lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
-    return "\n".join(lines)
+    met = [bool(measured >= target) for _, measured, target in goals]
+    rows = [[goal, f"{measured:+.2f} {unit}", f"{target:+.2f} {unit}", "yes" if ok else "no"]
+            for (goal, measured, target), ok in zip(goals, met)]
+    return markdown_table(["goal", "measured", "target", "met?"], rows), met

@@ -20,7 +20,7 @@ Size       Field         Meaning
 4          crc32         ``zlib.crc32`` of every byte before it (uint32)
 =========  ============  =================================================================
 
-The code table is the canonical Huffman code of :mod:`aebook.entropy`, so (symbol,
+The code table is the canonical Huffman code of :mod:`aebook.codecs.entropy`, so (symbol,
 length) pairs suffice.
 
 Version 2 codes the symbols with ANS instead (``coder="ans"``): the fields up to ``step``
@@ -29,7 +29,7 @@ the latent's first dimension (its channels), and the payload in 32-bit words:
 
 =========  ============  =================================================================
 4 c        models        per channel: zero (uint8), decay (uint8), bound (uint16): the
-                         model of :func:`aebook.entropy.zero_geometric_frequencies`
+                         model of :func:`aebook.codecs.ans.zero_geometric_frequencies`
 4          n_symbols     number of coded symbols (uint32), = product of the latent shape
 4 + 4 w    payload       w (uint32), then w big-endian uint32 words of ANS
 4          crc32         ``zlib.crc32`` of every byte before it (uint32)
@@ -55,7 +55,8 @@ from typing import Callable
 
 import numpy as np
 
-from aebook.entropy import HuffmanCode, ans_decode_channels, ans_encode_channels, fit_zero_geometric
+from aebook.codecs.ans import ans_decode_channels, ans_encode_channels, fit_zero_geometric
+from aebook.codecs.entropy import HuffmanCode
 
 MAGIC = b"AEBK"
 VERSIONS = {1: "huffman", 2: "ans"}  # format version -> entropy coder of its payload
@@ -262,7 +263,7 @@ def check_header(header: AebHeader | AebFile, max_pixels: int | None = None,
                  latent_shape: Callable[[int, int], tuple[int, ...]] | None = None) -> None:
     """Refuse (``ValueError``) a file whose image has more than ``max_pixels`` pixels, or whose
     latent shape is not ``latent_shape(height, width)``: the shape the decoding codec produces
-    for an image of the declared size (e.g. :meth:`aebook.codec.ConvCodec.latent_shape`)."""
+    for an image of the declared size (e.g. :meth:`aebook.codecs.conv.ConvCodec.latent_shape`)."""
     if max_pixels is not None and header.height * header.width > max_pixels:
         raise ValueError(f"the file declares a {header.width} x {header.height} image "
                          f"({header.height * header.width} pixels), more than max_pixels={max_pixels} "

@@ -8,7 +8,7 @@ Compressing an image takes three steps, and only the first is learned:
 2. **Quantise.** ``q = round(z / step)``: integers, with a step set by the quality
    level (:data:`QUALITY_STEPS`). This is the only lossy step besides the transform.
 3. **Entropy-code.** The integers are Huffman-coded into an ``.aeb`` file
-   (:mod:`aebook.bitstream`, :mod:`aebook.entropy`): lossless.
+   (:mod:`aebook.codecs.bitstream`, :mod:`aebook.codecs.entropy`): lossless.
 
 Decompression Huffman-decodes ``q`` exactly and runs the decoder on ``q * step``.
 
@@ -30,9 +30,10 @@ Huffman coding spends at least one bit per symbol, so the rate can never drop be
 ``latent_channels / 64`` bits per pixel: that is why the default ``latent_channels`` is
 small (8, a floor of 0.125 bpp). Arithmetic coding, which real codecs use, has no floor.
 
-:func:`compress`, :func:`decompress` and :func:`rate_distortion` also serve
-:class:`aebook.transform_codec.KLTCodec`, which replaces the learned transform by the block
-KLT and Huffman by ANS, and beats JPEG (chapter 5.2).
+:func:`aebook.codecs.coding.compress`, :func:`~aebook.codecs.coding.decompress` and
+:func:`~aebook.codecs.coding.rate_distortion` serve this codec and :class:`aebook.codecs.klt.KLTCodec`,
+which replaces the learned transform by the block KLT and Huffman by ANS, and beats JPEG
+(chapter 5.2); :func:`aebook.codecs.training.train_codec` trains it.
 
 A file decodes to exactly the symbols that were written, on any machine; the decoded
 *image* can differ in the last bits between CPU and GPU (floating-point convolutions).
@@ -40,9 +41,7 @@ A file decodes to exactly the symbols that were written, on any machine; the dec
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,30 +50,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aebook.bitstream import MODES, AebFile, AebHeader, check_header
-from aebook.checkpoint import CONFIG, check_sizes, load_module, save_run
-from aebook.imageio import MAX_PIXELS, image_to_tensor, tensor_to_image
-from aebook.restore import tile_boxes
+from aebook.checkpoint import CONFIG, check_sizes, weights_id
+from aebook.codecs.bitstream import MODES
+from aebook.imageio import pad_to_multiple
+from aebook.restoration.inference import tile_boxes
 
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the latents:
 #: geometric from 4 down to 1/4, rounded to float32 (the precision an ``.aeb`` file stores).
 QUALITY_STEPS: dict[int, float] = {q: float(np.float32(4.0 * 16.0 ** (-(q - 1) / 7))) for q in range(1, 9)}
 DOWNSAMPLE = 8  # three stride-2 stages
-# decompress refuses images of more than MAX_PIXELS pixels (aebook.imageio) by default: a tiny file could claim a huge one
-MAX_LATENT = 1e6  # ... and latents this large, which no trained encoder produces
 #: Tiles of the whole-image encoder and decoder, in latent cells of 8 x 8 pixels, so that memory
 #: stays bounded whatever the image size; the result is the same as in one piece (the overlap
 #: exceeds the networks' receptive fields, 36 pixels for the encoder and 3.5 cells for the decoder).
 TILE_CELLS, TILE_OVERLAP = 128, 6
-
-
-def weights_id(codec: nn.Module) -> str:
-    """A codec's ``model_id``: its ``name``, ``-`` and 12 hex digits of the SHA-256 of its
-    ``state_dict`` (weights and buffers, as float32, in key order): names exactly these weights."""
-    h = hashlib.sha256()
-    for key, value in sorted(codec.state_dict().items()):
-        h.update(key.encode() + value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return f"{codec.name}-{h.hexdigest()[:12]}"
 
 
 def quality_step(quality: int) -> float:
@@ -252,10 +240,7 @@ class ConvCodec(nn.Module):
 
         One large image is encoded in tiles (:data:`TILE_CELLS`): bounded memory, same result."""
         self.check_input(x)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % DOWNSAMPLE, (-w) % DOWNSAMPLE
-        if ph or pw:  # reflect needs the pad to be smaller than the image
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        x = pad_to_multiple(x, DOWNSAMPLE)
         return _tiled(lambda t: self.encoder(t) + self.block_encoder(t - 0.5), x, DOWNSAMPLE, 1)
 
     def decode(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -304,7 +289,7 @@ class ConvCodec(nn.Module):
         rate = self.rate(z_noisy, z, step, inputs.shape[-2] * inputs.shape[-1]).mean()
         return mse + self.lmbda * rate, {"mse": mse.detach(), "bpp_proxy": rate.detach()}
 
-    # The codec interface that compress() and decompress() use (shared with aebook.transform_codec.KLTCodec).
+    # The codec interface that compress() and decompress() use (shared with aebook.codecs.klt.KLTCodec).
 
     def quality_step(self, quality: int) -> float:
         """The quantisation step of a quality level (:data:`QUALITY_STEPS`)."""
@@ -328,206 +313,9 @@ class ConvCodec(nn.Module):
         return out
 
 
-@torch.no_grad()
-def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str | None = None) -> AebFile:
-    """Compress an image into an :class:`~aebook.bitstream.AebFile`.
-
-    Parameters
-    ----------
-    img : np.ndarray
-        ``(H, W)`` (grayscale codec) or ``(H, W, 3)`` (RGB codec), floats in [0, 1]
-        (clipped) or uint8. A :class:`ConvCodec` encodes a large image in tiles of
-        :data:`TILE_CELLS` latent cells, so its working memory stays bounded.
-    codec : ConvCodec or KLTCodec
-        Any codec with the interface ``quality_step``, ``encode``, ``to_symbols``, ``coder``
-        (:class:`ConvCodec`, :class:`aebook.transform_codec.KLTCodec`).
-    quality : int
-        1 to 8: higher means a smaller step, more bits, a better image.
-    model_id : str, optional
-        Stored in the file header; defaults to ``codec.model_id``.
-
-    Returns
-    -------
-    AebFile
-        Its ``symbols`` are the codec's quantised latents (``round(z / step)`` here, a dead
-        zone for :class:`~aebook.transform_codec.KLTCodec`); ``to_bytes()`` codes them with
-        the codec's ``coder`` (Huffman for this codec, ANS for the KLT codec).
-    """
-    step = codec.quality_step(quality)
-    x = image_to_tensor(img, codec.channels)
-    param = next(iter(codec.state_dict().values()))  # where the codec lives, and its precision
-    z = codec.encode(x.to(param.device, param.dtype))[0].float().cpu()  # same in train and eval mode
-    q = codec.to_symbols(z, step)
-    if not torch.isfinite(q).all() or q.abs().max() >= 2**31:
-        raise ValueError("latents out of the int32 range: is the codec's training broken?")
-    height, width = x.shape[-2:]
-    return AebFile(height, width, codec.mode, codec.model_id if model_id is None else model_id, quality,
-                   tuple(q.shape), step, q.numpy().astype(np.int64), coder=codec.coder)
-
-
-def check_fits(aeb: AebFile | AebHeader, codec: ConvCodec, expected_model_id: str | None = None,
-               max_pixels: int | None = MAX_PIXELS) -> None:
-    """Refuse (``ValueError``) a file, or a file's header (:func:`aebook.bitstream.read_aeb_header`),
-    that ``codec`` cannot decode: another colour mode, another ``expected_model_id`` (when given),
-    more than ``max_pixels`` pixels, or a latent shape other than the one ``codec`` produces for the
-    declared image size. Checked on the header, it refuses a file before its payload is decoded."""
-    if aeb.mode != codec.mode:
-        raise ValueError(f"file holds a {aeb.mode} image but the codec decodes {codec.mode} images")
-    if expected_model_id is not None and aeb.model_id != expected_model_id:
-        raise ValueError(f"file was made by model {aeb.model_id!r}, expected {expected_model_id!r}")
-    check_header(aeb, max_pixels, codec.latent_shape)
-
-
-@torch.no_grad()
-def decompress(aeb: AebFile, codec: ConvCodec, expected_model_id: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an :class:`~aebook.bitstream.AebFile` back to an image.
-
-    Returns an ``(H, W)`` or ``(H, W, 3)`` float32 array in [0, 1], the size and mode the
-    file declares. Raises ``ValueError`` if the file does not fit ``codec`` (mode, latent
-    shape, ``expected_model_id`` when given), claims more than ``max_pixels`` pixels, or
-    its latents make the decoder overflow.
-    """
-    check_fits(aeb, codec, expected_model_id, max_pixels)
-    top = max(int(aeb.symbols.max()), -int(aeb.symbols.min()))  # no copy of the symbols
-    if top * aeb.step > MAX_LATENT:  # int32 symbols and a float32 step: no overflow in Python floats
-        raise ValueError(f"latents out of range: |symbol * step| exceeds {MAX_LATENT:g}")
-    z = np.empty(aeb.symbols.shape, dtype=np.float32)
-    for c in range(len(z)):  # symbol * step in float64, rounded to float32, a channel at a time (memory)
-        z[c] = aeb.symbols[c] * aeb.step
-    param = next(iter(codec.state_dict().values()))  # where the codec lives, and its precision
-    z = torch.from_numpy(z)[None]
-    out = codec.decode_quantised(z.to(param.device, param.dtype), (aeb.height, aeb.width), aeb.step)
-    if not torch.isfinite(out).all():
-        raise ValueError("latents out of range: the decoder overflows")
-    return tensor_to_image(out)
-
-
-def bits_per_pixel(aeb: AebFile) -> float:
-    """Size of the whole ``.aeb`` file (header, code table, payload, CRC) in bits per image pixel."""
-    return len(aeb.to_bytes()) * 8 / (aeb.height * aeb.width)
-
-
-def codec_roundtrip(img: np.ndarray, codec: ConvCodec, quality: int = 4) -> tuple[np.ndarray, float]:
-    """Compress to bytes and decode them again, like :func:`aebook.baselines.jpeg_roundtrip`.
-
-    Returns the decoded image and the file size in bits per pixel.
-    """
-    aeb = compress(img, codec, quality)
-    data = aeb.to_bytes()
-    decoded = decompress(AebFile.from_bytes(data), codec)
-    return decoded, len(data) * 8 / (aeb.height * aeb.width)
-
-
-def save_codec(run_dir: str | os.PathLike[str], codec: ConvCodec, history: dict | None = None,
-               train_config: dict[str, Any] | None = None) -> Path:
-    """Save ``codec`` like :func:`aebook.checkpoint.save_run` (the same function, in fact).
-
-    ``run_dir`` gets ``model.safetensors`` (never pickle), ``config.json`` (the codec's
-    ``config``, ``train_config`` and the SHA-256 of the weights) and ``history.json``,
-    written to a temporary folder first and moved into place. Load it with :func:`load_codec`.
-    """
-    return save_run(run_dir, codec, history, train_config)  # type: ignore[arg-type]
-
-
-def load_codec(run_dir: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[ConvCodec, dict[str, Any]]:
-    """Load a codec saved by :func:`save_codec`, after checking the SHA-256 of its weights.
-
-    Returns the codec (eval mode, on ``device``) and the parsed ``config.json``.
-    ``FileNotFoundError`` for a missing folder or file; ``ValueError`` naming the file for
-    a corrupted, tampered or mismatched one (including a run folder of another model).
-    """
-    def build(model: dict[str, Any]) -> ConvCodec:
-        from aebook.transform_codec import KLTCodec
-
-        where = Path(run_dir) / CONFIG
-        if model["model"] == KLTCodec.name:
-            check_sizes(model, where, depth=(0, 256), width=(1, 1024), rounding=(1e-6, 0.5))
-            return KLTCodec(model["depth"], model["width"], model["rounding"])  # type: ignore[return-value]
-        if model["model"] != ConvCodec.name:
-            raise ValueError(f"{where} describes a {model['model']!r} model, not a codec "
-                             f"({ConvCodec.name} or {KLTCodec.name})")
-        check_sizes(model, where, channels=(1, 3), latent_channels=(1, 1024), widths=(1, 1024), lmbda=(0.0, 1e6))
-        return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")},
-                         entropy_model=model.get("entropy_model", "proxy"))
-
-    return load_module(run_dir, build, device)  # type: ignore[return-value]
-
-def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, latent_channels: int = 8,
-                lmbda: float = 0.004, seed: int = 0, device: str = "auto", widths: Sequence[int] = (32, 48, 64),
-                batch_size: int = 8, lr: float = 2e-3, progress: bool = False,
-                entropy_model: str = "proxy") -> tuple[ConvCodec, Any]:
-    """Train a grayscale :class:`ConvCodec` on random patches of the training photos.
-
-    Uses :func:`aebook.data.photo_patches` (``TRAIN_PHOTOS`` only, never the held-out
-    ones) and the book's training loop :func:`aebook.train.fit`. Returns the codec
-    (eval mode) and the :class:`~aebook.train.History`.
-    """
-    from aebook.data import photo_patches
-    from aebook.train import TrainConfig, fit
-
-    patches = photo_patches(n_patches, patch_size, gray=True, seed=seed)
-    torch.manual_seed(seed)
-    codec = ConvCodec(1, latent_channels, widths, lmbda, entropy_model)
-    # amp=False: bfloat16 would round the latents more coarsely than the quantiser does.
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=False,
-                         progress=progress)
-    history = fit(codec, patches, config)
-    return codec, history
-
-
-def _curve(roundtrip, images: Sequence[np.ndarray], qualities: Sequence[int]) -> list[dict[str, float]]:
-    """Per quality: ``roundtrip(img, q) -> (decoded, bpp)`` on every image, then mean bpp, PSNR, SSIM."""
-    from aebook.metrics import psnr, ssim
-
-    curve = []
-    for q in qualities:
-        rows = []
-        for img in images:
-            ref = np.asarray(img, dtype=np.float32)
-            decoded, bpp = roundtrip(ref, q)
-            decoded = decoded.reshape(ref.shape)
-            rows.append((bpp, psnr(ref, decoded), ssim(ref, decoded)))
-        bpp, p, s = np.mean(rows, axis=0).tolist()
-        curve.append({"quality": q, "bpp": bpp, "psnr": p, "ssim": s})
-    return curve
-
-
-@torch.no_grad()
-def unquantised_psnr(codec: ConvCodec, images: Sequence[np.ndarray]) -> float:
-    """Mean PSNR of ``decode(encode(x))`` with *no* quantisation: the best any quality level,
-    entropy coder or file size could give with this transform (its ceiling)."""
-    from aebook.metrics import psnr
-
-    param = next(iter(codec.state_dict().values()))
-    values = []
-    for img in images:
-        ref = np.asarray(img, dtype=np.float32)
-        x = image_to_tensor(ref, codec.channels).to(param.device, param.dtype)
-        values.append(psnr(ref, tensor_to_image(codec.decode(codec.encode(x), ref.shape[:2]))))
-    return float(np.mean(values))
-
-
-def rate_distortion(codec: ConvCodec, images: Sequence[np.ndarray],
-                    qualities: Sequence[int] = tuple(QUALITY_STEPS)) -> list[dict[str, float]]:
-    """The codec's rate-distortion curve: for each quality, the mean over ``images`` of the
-    bits per pixel of the whole ``.aeb`` file and of the PSNR and SSIM of the decoded image."""
-    curve = _curve(lambda img, q: codec_roundtrip(img, codec, q), images, qualities)
-    return [{"quality": p["quality"], "step": codec.quality_step(p["quality"]), **p} for p in curve]
-
-
-def jpeg_rate_distortion(images: Sequence[np.ndarray],
-                         qualities: Sequence[int] = (5, 10, 20, 30, 50, 75, 90)) -> list[dict[str, float]]:
-    """The same for JPEG files (Pillow with ``optimize=True`` Huffman tables) at these JPEG qualities."""
-    from aebook.baselines import jpeg_roundtrip
-
-    return _curve(jpeg_roundtrip, images, qualities)
-
-
-def value_at_bpp(curve: Sequence[dict[str, float]], bpp: float, key: str = "psnr") -> float:
-    """``key`` of a rate-distortion curve at ``bpp``, linearly interpolated; NaN outside its range."""
-    points = sorted((p["bpp"], p[key]) for p in curve)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    if not points or not xs[0] <= bpp <= xs[-1]:
-        return float("nan")
-    return float(np.interp(bpp, xs, ys))
+def build_conv_codec(model: dict[str, Any], where: str | Path = CONFIG) -> ConvCodec:
+    """An untrained :class:`ConvCodec` from a saved configuration, its sizes checked first
+    (:func:`aebook.checkpoint.check_sizes`; ``where`` names the file in errors)."""
+    check_sizes(model, where, channels=(1, 3), latent_channels=(1, 1024), widths=(1, 1024), lmbda=(0.0, 1e6))
+    return ConvCodec(**{k: model[k] for k in ("channels", "latent_channels", "widths", "lmbda")},
+                     entropy_model=model.get("entropy_model", "proxy"))

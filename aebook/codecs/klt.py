@@ -1,25 +1,26 @@
 """A block-transform autoencoder codec: the linear autoencoder's transform, a dead-zone
 quantiser, ANS, and a convolutional decoder network (chapter 5.2).
 
-:class:`aebook.codec.ConvCodec` learns its whole transform by gradient descent, and a
+:class:`aebook.codecs.conv.ConvCodec` learns its whole transform by gradient descent, and a
 short training leaves it short of JPEG. This codec splits the work differently:
 
 1. **Encoder: the block KLT.** Each 8x8 block of pixels becomes 64 coefficients through the
    Karhunen-Loeve transform (the principal components of the training photos' blocks):
    the optimum of a *linear* autoencoder of 8x8 blocks, fitted in closed form
-   (:meth:`KLTCodec.fit_transform`). It is an 8x8 convolution of stride 8; its inverse is
+   (:meth:`KLTCodec.fit_transform`, with the library's one block KLT, :func:`aebook.baselines.block_klt`). It is an 8x8 convolution of stride 8; its inverse is
    the matching transposed convolution. Orthonormal, so coefficients are in pixel units.
 2. **Quantise with a dead zone:** ``q = sign(z) * floor(|z| / step + ROUNDING)``. With
    ``ROUNDING`` below one half, small coefficients fall to zero more often than plain
    rounding would send them: fewer bits for a little more error, a good trade at low rates.
 3. **Entropy-code with ANS** (``.aeb`` format version 2): each of the 64 channels gets a
-   two-number model fitted to the image (:func:`aebook.entropy.fit_zero_geometric`), so a
+   two-number model fitted to the image (:func:`aebook.codecs.ans.fit_zero_geometric`), so a
    channel that is almost always zero costs almost nothing. Huffman could not do that: it
    spends at least one bit per symbol, 64 symbols per 64 pixels, one bit per pixel.
-4. **Decoder: inverse transform, then a network.** A :class:`aebook.restore.ResidualCNN`,
+4. **Decoder: inverse transform, then a network.** A :class:`aebook.restoration.nets.ResidualCNN`,
    told the quantisation step, removes what quantisation left behind (blocking, ringing,
-   flattened texture). It is trained on the training photos coded at random steps,
-   starting from the shipped denoiser's weights (:func:`train_klt_codec`).
+   flattened texture). It is trained on the training photos coded at random steps
+   (:func:`klt_damage_task`), starting from the shipped denoiser's weights
+   (:func:`aebook.codecs.training.train_klt_codec`).
 
 Only the decoder network is learned by gradient descent; the encoder is the linear
 autoencoder's closed-form optimum. The file stays decodable on any machine: the entropy
@@ -30,6 +31,7 @@ last bits between CPU and GPU.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,8 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aebook.codec import weights_id
-from aebook.restore import ResidualCNN, Task, apply_tiled
+from aebook.baselines import block_klt
+from aebook.checkpoint import CONFIG, check_sizes, weights_id
+from aebook.restoration.inference import apply_tiled
+from aebook.restoration.nets import ResidualCNN
+from aebook.restoration.tasks import Task
 
 BLOCK = 8
 #: Quality level (1 = smallest file ... 8 = best image) -> quantisation step of the KLT
@@ -54,7 +59,7 @@ class KLTCodec(nn.Module):
     Parameters
     ----------
     depth, width
-        Of the decoder's :class:`~aebook.restore.ResidualCNN` (0 depth: no network, the
+        Of the decoder's :class:`~aebook.restoration.nets.ResidualCNN` (0 depth: no network, the
         plain inverse transform).
     rounding
         The dead zone's rounding offset (see :data:`ROUNDING`).
@@ -93,24 +98,12 @@ class KLTCodec(nn.Module):
     def fit_transform(self, images: Sequence[np.ndarray]) -> "KLTCodec":
         """Fit the block KLT to the 8x8 blocks of ``images`` (grayscale, in [0, 1]); returns ``self``.
 
-        Eigenvectors of the blocks' covariance, largest eigenvalue first, each with its
-        largest entry made positive so that the fit is the same wherever it runs.
+        :func:`aebook.baselines.block_klt`: eigenvectors of the blocks' covariance, largest
+        eigenvalue first, each with its largest entry made positive so that the fit is the same
+        wherever it runs.
         """
-        blocks = []
-        for img in images:
-            img = np.asarray(img, dtype=np.float64)
-            if img.ndim != 2 or min(img.shape) < BLOCK:
-                raise ValueError(f"fit_transform expects (H, W) grayscale images of at least 8x8, got {img.shape}")
-            h, w = img.shape[0] // BLOCK * BLOCK, img.shape[1] // BLOCK * BLOCK
-            t = torch.from_numpy(np.ascontiguousarray(img[:h, :w]))[None, None]
-            blocks.append(F.pixel_unshuffle(t, BLOCK).flatten(2)[0].T)  # (blocks, 64)
-        x = torch.cat(blocks)
-        mean = x.mean(0)
-        cov = torch.cov((x - mean).T)
-        values, vectors = torch.linalg.eigh(cov)
-        vectors = vectors.flip(1).T  # rows, largest variance first
-        signs = torch.sign(vectors.gather(1, vectors.abs().argmax(1, keepdim=True)))
-        self.analysis.copy_((vectors * signs).float())
+        mean, basis = block_klt(images, BLOCK)
+        self.analysis.copy_(basis.float())
         self.mean.copy_(mean.float())
         return self
 
@@ -138,7 +131,7 @@ class KLTCodec(nn.Module):
         x = F.pixel_shuffle(blocks, BLOCK)
         return x if size is None else x[..., : size[0], : size[1]]
 
-    # ------------------------------------------------------------------ the codec interface of aebook.codec
+    # ------------------------------------------------------------------ the codec interface of aebook.codecs.coding
 
     def quality_step(self, quality: int) -> float:
         """The quantisation step of a quality level (a key of :data:`KLT_QUALITY_STEPS`)."""
@@ -190,39 +183,8 @@ def klt_damage_task(codec: KLTCodec, steps: tuple[float, float] | None = None) -
     return Task("klt_dequantise", 1, 1, make, lambda damaged, cond, out: out.clamp(0, 1))
 
 
-def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 4, depth: int = 12,
-                    width: int = 32, batch_size: int = 32, lr: float = 3e-4, seed: int = 0,
-                    device: str = "auto", progress: bool = False, init: str | None = "denoise",
-                    minutes: float | None = None, warmup: float = 0.0) -> tuple[KLTCodec, list[float]]:
-    """Fit the KLT on the training photos, then train the decoder network.
-
-    The network starts from ``init``: a shipped model's name or a run folder, of the same
-    width and at most ``depth`` layers (a shallower one grown by :func:`aebook.restore.deepen`).
-    That is a restorer (by default the denoiser: quantisation error looks much like noise) or
-    a kltcodec, whose own decoder network then goes on training (continued in stages).
-    It trains with :func:`aebook.restore.train_restorer` on ``klt_damage_task``. Only
-    ``TRAIN_PHOTOS`` are used. Returns the codec (eval mode, on the CPU) and the loss per epoch.
-    """
-    from aebook.checkpoint import read_config
-    from aebook.data import TRAIN_PHOTOS, load_photo
-    from aebook.pretrained import resolve
-    from aebook.restore import train_restorer
-
-    if patch_size % BLOCK:
-        raise ValueError(f"patch_size must be a multiple of 8, got {patch_size}")
-    start: str | ResidualCNN | None = init
-    if init is not None and read_config(path := resolve(init)).get("model", {}).get("model") == KLTCodec.name:
-        from aebook.codec import load_codec
-
-        previous, _ = load_codec(path)
-        assert isinstance(previous, KLTCodec) and previous.refine is not None
-        start = previous.refine  # continue that codec's own decoder network
-    codec = KLTCodec(depth, width).fit_transform([load_photo(n, gray=True) for n in TRAIN_PHOTOS])
-    model, losses = train_restorer(klt_damage_task(codec), epochs=epochs, n_patches=n_patches,
-                                   patch_size=patch_size, depth=depth, width=width, batch_size=batch_size,
-                                   lr=lr, seed=seed, device=device, progress=progress, init=start,
-                                   minutes=minutes, warmup=warmup)
-    codec = codec.cpu()
-    assert codec.refine is not None
-    codec.refine.load_state_dict(model.cpu().state_dict())
-    return codec.eval(), losses
+def build_klt_codec(model: dict[str, Any], where: str | Path = CONFIG) -> KLTCodec:
+    """An untrained :class:`KLTCodec` from a saved configuration, its sizes checked first
+    (:func:`aebook.checkpoint.check_sizes`; ``where`` names the file in errors)."""
+    check_sizes(model, where, depth=(0, 256), width=(1, 1024), rounding=(1e-6, 0.5))
+    return KLTCodec(model["depth"], model["width"], model["rounding"])

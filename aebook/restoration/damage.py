@@ -2,7 +2,7 @@
 
 Every function takes a clean image and returns a damaged one (or a mask that
 says which pixels are missing), so that autoencoders and the classical
-methods of :mod:`aebook.classical` can be compared on exactly the same input.
+methods of :mod:`aebook.restoration.classical` can be compared on exactly the same input.
 
 Conventions
 -----------

@@ -1,26 +1,29 @@
-"""Pretrained weights shipped inside the package, looked up by name and hash-checked on load.
+"""The zoo's registry: the manifest of the weights shipped inside the package, and names resolved
+to hash-checked run folders.
 
-``aebook/pretrained/MANIFEST.json`` lists each shipped model: its run folder
-(relative to ``aebook/pretrained``), the SHA-256 of its weight file and the
-exact command that trained it. :func:`pretrained` refuses a weight file whose
-hash differs from the manifest's, so a tampered or corrupted file is never
-loaded.
+``aebook/zoo/weights/MANIFEST.json`` lists each shipped model: its run folder
+(relative to ``aebook/zoo/weights``), its kind, the SHA-256 of its weight file and the
+exact command that trained it (with, for a warm-started model, the stages before it).
+:func:`resolve` refuses a weight file whose hash differs from the manifest's, so a
+tampered or corrupted file is never loaded. Loading the model itself is
+:func:`aebook.zoo.loading.pretrained`'s job.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+from aebook.checkpoint import WEIGHTS, sha256_file
+
+#: Where the shipped weights live: one run folder per model, and ``MANIFEST.json``.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 def manifest(root: Path | None = None) -> dict[str, dict[str, Any]]:
     """The manifest as ``{name: {"path", "sha256", "command", ...}}`` (empty when nothing is shipped)."""
-    path = (root or PRETRAINED_DIR) / "MANIFEST.json"
+    path = (root or WEIGHTS_DIR) / "MANIFEST.json"
     if not path.exists():
         return {}
     try:
@@ -54,9 +57,7 @@ def available(root: Path | None = None) -> list[str]:
 
 def resolve(name_or_dir: str, root: Path | None = None) -> Path:
     """A run folder for a pretrained name (hash-checked against the manifest) or a path given by the user."""
-    from aebook.checkpoint import WEIGHTS, sha256_file
-
-    root = root or PRETRAINED_DIR
+    root = root or WEIGHTS_DIR
     entries = manifest(root)
     if name_or_dir in entries:
         entry = entries[name_or_dir]
@@ -73,32 +74,3 @@ def resolve(name_or_dir: str, root: Path | None = None) -> Path:
         return path
     shipped = ", ".join(entries) or "none are shipped in this version"
     raise ValueError(f"unknown model {name_or_dir!r}: not a run folder, and not a pretrained name ({shipped})")
-
-
-def pretrained(name: str, device: str = "cpu", root: Path | None = None):
-    """Load a shipped model by name, hash-checked against the manifest.
-
-    Restorers (``"denoise"``, ``"inpaint"``, ``"upscale2"``, ``"upscale4"``, ``"enhance"``)
-    return ``(model, task, config)``; the codecs (``"codec"``, ``"kltcodec"``) return ``(codec, config)``
-    like :func:`aebook.codec.load_codec`. Also callable as ``aebook.pretrained(name)``.
-    """
-    run_dir = resolve(name, root)
-    from aebook.checkpoint import read_config
-
-    if read_config(run_dir)["model"]["model"] in ("convcodec", "kltcodec"):
-        from aebook.codec import load_codec
-
-        return load_codec(run_dir, device)
-    from aebook.restore import load_restorer
-
-    return load_restorer(run_dir, device)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``aebook.pretrained("denoise")`` call :func:`pretrained` while the module keeps its other names."""
-
-    def __call__(self, name: str, device: str = "cpu", root: Path | None = None):
-        return pretrained(name, device, root)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,4 +1,4 @@
-"""Train the weights shipped in ``aebook/pretrained`` and write its ``MANIFEST.json``.
+"""Train the weights shipped in ``aebook/zoo/weights`` and write its ``MANIFEST.json``.
 
 This is *the* documented command behind every shipped model::
 
@@ -16,19 +16,21 @@ GPU whose speed is not known in advance. The budget is recorded in the settings.
 
 ``--init`` warm-starts a restorer, or the kltcodec's decoder network, from a run folder or a
 shipped model (continued training, for machines where one run cannot be long enough); a
-start shallower than ``depth`` is grown first by :func:`aebook.restore.deepen`. The new manifest entry
+start shallower than ``depth`` is grown first by :func:`aebook.restoration.nets.deepen`. The new manifest entry
 then records the starting weights' SHA-256 and, under ``init``, the entry that made
 them: the chain of commands that reproduces the shipped weights.
 
 Each recipe is a fixed set of keyword arguments for
-:func:`aebook.restore.train_restorer`, :func:`aebook.codec.train_codec` or
-:func:`aebook.transform_codec.train_klt_codec` (whose decoder network starts from the
+:func:`aebook.restoration.training.train_restorer`, :func:`aebook.codecs.training.train_codec` or
+:func:`aebook.codecs.training.train_klt_codec` (whose decoder network starts from the
 shipped denoiser unless ``--init`` names other weights);
 ``--set`` overrides are recorded next to the weights (``config.json``) and in the
 manifest, together with the exact command line, the device, the wall-clock minutes (``wall_minutes``: elapsed
 time, not CPU time, so a busy machine reads slower) and
 the SHA-256 of the weights, so a shipped model can always be retrained and checked.
 Training uses only ``TRAIN_PHOTOS``; the book measures on the held-out photos.
+The command's module path, ``aebook.train_pretrained``, is the one the manifest records; it
+runs :func:`main` here.
 """
 
 from __future__ import annotations
@@ -37,16 +39,25 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from aebook.pretrained import PRETRAINED_DIR
+import torch
+
+from aebook.checkpoint import WEIGHTS, read_config, sha256_file
+from aebook.codecs.coding import save_codec
+from aebook.codecs.training import train_codec, train_klt_codec
+from aebook.restoration.nets import save_restorer
+from aebook.restoration.training import train_restorer
+from aebook.runtime import pick_device
+from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
 
 #: name -> (kind, keyword arguments). The restorers are encoder-decoders
-#: (:class:`aebook.restore.EncoderDecoder`: 16 to 128 channels over four scales, more residual
+#: (:class:`aebook.restoration.nets.EncoderDecoder`: 16 to 128 channels over four scales, more residual
 #: blocks at the coarse scales, skips), cheaper per pixel than a 17 x 32 full-resolution stack,
 #: so that a 512 x 512 image is restored in under a second on a laptop CPU. ``depth`` and
 #: ``width`` are the settings of the older ``residual_cnn`` architecture (ignored here; kept
@@ -74,17 +85,13 @@ def _parse_value(text: str) -> Any:
 
 
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
-              root: Path = PRETRAINED_DIR, progress: bool = True, command: str | None = None,
+              root: Path = WEIGHTS_DIR, progress: bool = True, command: str | None = None,
               init: str | None = None, minutes: float | None = None) -> dict[str, Any]:
     """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest.
 
     ``init`` (a run folder, or a model shipped under ``root``) warm-starts a restorer; the entry
     records the starting weights' hash and how they were made.
     """
-    import torch
-
-    from aebook.runtime import pick_device
-
     if name not in RECIPES:
         raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
     kind, kwargs = RECIPES[name]
@@ -103,14 +110,12 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     if kind == "kltcodec" and init is None:
         init = "denoise"  # its decoder network starts from the shipped denoiser
     if init is not None and not Path(init).is_dir() and not (root / init).is_dir():
-        init_root = PRETRAINED_DIR  # a shipped model's name, training into another folder
+        init_root = WEIGHTS_DIR  # a shipped model's name, training into another folder
     else:
         init_root = root
     init_entry = _init_entry(init, init_root) if init is not None else None
     init_dir = str(init_entry["run_dir"]) if init_entry else None
     if init_dir:  # the architecture of the network it starts from, unless --set says otherwise
-        from aebook.checkpoint import read_config
-
         start_model = read_config(init_dir).get("model", {})
         given = set(overrides or {})
         if "arch" in kwargs and "arch" not in given and start_model.get("model") in ("residual_cnn", "encoder_decoder"):
@@ -125,19 +130,13 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
                 kwargs["width"] = start_model["width"]
     start = time.perf_counter()
     if kind == "restorer":
-        from aebook.restore import train_restorer
-
         task = kwargs.pop("task")
         model, losses = train_restorer(task, device=str(dev), progress=progress, init=init_dir, **kwargs)
         history = {"train_loss": losses}
     elif kind == "kltcodec":  # KLT fitted in closed form; its decoder network starts from a restorer
-        from aebook.transform_codec import train_klt_codec
-
         model, losses = train_klt_codec(device=str(dev), progress=progress, init=init_dir, **kwargs)
         history = {"train_loss": losses}
     else:
-        from aebook.codec import train_codec
-
         model, fitted = train_codec(device=str(dev), progress=progress, **kwargs)
         history = fitted.to_dict()
     elapsed = time.perf_counter() - start
@@ -145,16 +144,10 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     if init_entry:
         train_config["init_sha256"] = init_entry["sha256"]
     if kind == "restorer":
-        from aebook.restore import save_restorer
-
         save_restorer(root / name, model.cpu(), task, history["train_loss"], train_config)
         kwargs["task"] = task
     else:
-        from aebook.codec import save_codec
-
         save_codec(root / name, model.cpu(), history, train_config)
-    from aebook.checkpoint import WEIGHTS, sha256_file
-
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     entry = {"path": name, "kind": kind, "sha256": sha256_file(root / name / WEIGHTS), "command": command,
              "settings": kwargs, "device": f"{dev.type}: {device_name}", "wall_minutes": round(elapsed / 60, 2),
@@ -168,9 +161,6 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
 def _init_entry(init: str, root: Path) -> dict[str, Any]:
     """Where warm-starting weights come from: their run folder, SHA-256 and (for a shipped
     model) its manifest entry, read *before* training overwrites it."""
-    from aebook.checkpoint import WEIGHTS, read_config, sha256_file
-    from aebook.pretrained import manifest, resolve
-
     run_dir = resolve(init, root)
     entries = manifest(root)
     if init in entries:
@@ -213,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "epochs becomes an upper bound)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--root", default=str(PRETRAINED_DIR), help="folder to write (default: the package's)")
+    parser.add_argument("--root", default=str(WEIGHTS_DIR), help="folder to write (default: the package's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -227,7 +217,7 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
 
     The manifest records each stage's command as it was typed, with that machine's folders
     (``--root /tmp/...``, ``--init /tmp/.../denoise``), which exist nowhere else. Here stage
-    ``i`` (counting from 1, oldest first, as :func:`aebook.pretrained.lineage` lists them) writes
+    ``i`` (counting from 1, oldest first, as :func:`aebook.zoo.registry.lineage` lists them) writes
     to ``folder/i`` and stage ``i + 1`` starts from what it wrote (``--init folder/i/NAME``).
     Every recorded setting that differs from today's recipe is passed with ``--set``, so a
     recipe changed since does not change the rerun. Device, thread count and time budget stay
@@ -239,10 +229,6 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
     ValueError
         For an unknown name, or a recorded command this function cannot read.
     """
-    import shlex
-
-    from aebook.pretrained import lineage
-
     parser = build_parser()
     commands: list[str] = []
     previous: str | None = None
@@ -285,6 +271,8 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m aebook.train_pretrained``: train the named models (default: all);
+    prints one JSON line per model; returns the exit code (2 with one error line for bad input)."""
     args = build_parser().parse_args(argv)
     try:
         overrides = {}
@@ -298,8 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name not in RECIPES:
                 raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
         if args.threads:
-            import torch
-
             torch.set_num_threads(args.threads)
         root = Path(args.root)
         root.mkdir(parents=True, exist_ok=True)
@@ -312,7 +298,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"train_pretrained: error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

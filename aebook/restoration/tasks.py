@@ -1,0 +1,168 @@
+"""The restoration tasks: how each one damages clean training patches, and how a network's
+output becomes the restored image (chapter 4).
+
+One network architecture (:mod:`aebook.restoration.nets`) serves every task; the tasks differ only
+in how training pairs are made from clean patches (:class:`Task`, :func:`make_task`) and in what
+the network is given:
+
+=========== ================================ ======================================
+task         network input                    output
+=========== ================================ ======================================
+denoise      noisy image + sigma/255 map      noisy + correction
+inpaint      holes pre-filled by                kept pixels, holes filled by the model
+             :func:`smooth_fill` + mask
+upscale2/4   bicubic-upscaled low-res image   bicubic + correction
+enhance      badly exposed / colour-cast RGB  corrected image
+=========== ================================ ======================================
+
+``inpaint_blind`` is the blind variant of ``inpaint`` (chapter 4.3): the holes
+hold random values and no mask is given, so the network must find the damage
+as well as fill it. The damage is drawn on the device, batch by batch, with the batch
+versions of :mod:`aebook.restoration.damage`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aebook.imageio import upsample_bicubic
+from aebook.restoration.damage import block_mask_batch, scratch_mask_batch
+
+#: Names of the restoration tasks.
+TASKS = ("denoise", "inpaint", "inpaint_blind", "upscale2", "upscale4", "enhance")
+
+
+@dataclass
+class Task:
+    """How a task damages clean images and how the network's answer is assembled.
+
+    ``make(clean, generator)`` returns ``(damaged, cond)``; ``finish(damaged, cond, out)``
+    turns the network output into the restored image (e.g. keeps the known pixels).
+    """
+
+    name: str
+    channels: int
+    cond_channels: int
+    make: Callable[[torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None]]
+    finish: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
+
+
+#: The interval of noise levels (0-255 scale) from which the denoiser's training draws, uniformly.
+SIGMA_RANGE = (0.0, 55.0)
+
+
+def _denoise_make(clean, gen, sigmas=SIGMA_RANGE):
+    n = clean.shape[0]
+    sigma = sigmas[0] + (sigmas[1] - sigmas[0]) * torch.rand(n, generator=gen, device=clean.device)
+    noisy = clean + torch.randn(clean.shape, generator=gen, device=clean.device) * (sigma / 255).view(-1, 1, 1, 1)
+    return noisy, (sigma / 255).view(-1, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
+
+
+def _hole_mask(clean, gen, scratches: bool = True):
+    """Training holes: 8x8 blocks (5-45 %), and for some images lost pixels or scratches."""
+    n, dev = clean.shape[0], clean.device
+    frac = 0.05 + 0.4 * torch.rand((), generator=gen, device=dev).item()
+    mask = block_mask_batch(clean.shape, 8, frac, generator=gen, device=dev)
+    pixels = (torch.rand(n, 1, *clean.shape[-2:], generator=gen, device=dev) < frac * 0.5).float()
+    mask = torch.maximum(mask, pixels * (torch.rand(n, 1, 1, 1, generator=gen, device=dev) < 0.3).float())
+    if not scratches:
+        return mask
+    lines = scratch_mask_batch(clean.shape, 2, (1.0, 5.0), generator=gen, device=dev)
+    return torch.maximum(mask, lines * (torch.rand(n, 1, 1, 1, generator=gen, device=dev) < 0.4).float())
+
+
+def smooth_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill the holes (``mask`` = 1) of ``x`` smoothly from the known pixels, by push-pull.
+
+    Pull: average the known pixels (weighted by how much of each cell is known) into
+    ever coarser grids until no cell is empty. Push: from the coarsest grid down, a
+    pixel keeps its own average where it is known and takes the bilinear upsampling of
+    the coarser level where it is not. Known pixels are returned unchanged; the cost is
+    a few poolings, so the fill is part of the network's input, in training and in use.
+    """
+    if mask.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"mask {tuple(mask.shape)} and images {tuple(x.shape)} differ in size")
+    known = (1 - mask).to(x.dtype)
+    values, weights = [x * known], [known]
+    while min(values[-1].shape[-2:]) > 1 and bool((weights[-1] == 0).any()):
+        values.append(F.avg_pool2d(values[-1], 2, ceil_mode=True))
+        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
+    fill = values[-1] / weights[-1].clamp_min(1e-8)
+    for v, wt in zip(reversed(values[:-1]), reversed(weights[:-1])):
+        up = F.interpolate(fill, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        alpha = wt.clamp(0, 1)  # fully known cells keep their own mean; empty ones take the coarse one
+        fill = alpha * (v / wt.clamp_min(1e-8)) + (1 - alpha) * up
+    return x * known + fill * (1 - known)
+
+
+def _inpaint_make(clean, gen):
+    mask = _hole_mask(clean, gen)
+    return smooth_fill(clean * (1 - mask), mask), mask
+
+
+def _inpaint_blind_make(clean, gen):
+    """Holes as in ``inpaint`` but filled with uniform random values, and no mask for the network."""
+    mask = _hole_mask(clean, gen, scratches=False)  # as when chapter 4.3 was written
+    fill = torch.rand(clean.shape, generator=gen, device=clean.device)
+    return clean * (1 - mask) + fill * mask, None
+
+
+def _upscale_make(scale):
+    def make(clean, gen):
+        h, w = clean.shape[-2:]
+        small = F.avg_pool2d(clean, scale)  # block means, as aebook.restoration.damage.downsample
+        return upsample_bicubic(small, (h, w)), None
+    return make
+
+
+def _enhance_make(clean, gen):
+    n, dev = clean.shape[0], clean.device
+
+    def u(lo, hi):
+        return (lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=gen, device=dev))
+
+    gamma = torch.exp(u(np.log(0.5), np.log(2.0)))
+    out = clean.clamp(0, 1) ** gamma
+    out = (out - 0.5) * u(0.6, 1.4) + 0.5 + u(-0.2, 0.2)
+    gains = 0.8 + 0.4 * torch.rand(n, clean.shape[1], 1, 1, generator=gen, device=dev)
+    return (out * gains).clamp(0, 1), None
+
+
+def keep_known(damaged: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The inpainting result: the known pixels of ``damaged`` and, where ``mask`` is 1, the network's ``out``."""
+    return damaged * (1 - mask) + out.clamp(0, 1) * mask
+
+
+def _plain(damaged, cond, out):
+    return out.clamp(0, 1)
+
+
+def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None) -> Task:
+    """The :class:`Task` called ``name`` (one of :data:`TASKS`).
+
+    ``sigma_range`` (denoising only; default :data:`SIGMA_RANGE`) is the interval, on the 0-255
+    scale, from which each training patch's noise level is drawn uniformly.
+    """
+    if sigma_range is not None:
+        if name != "denoise":
+            raise ValueError(f"sigma_range is a setting of the denoise task, not of {name!r}")
+        lo, hi = (float(v) for v in sigma_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"sigma_range must be (low, high) with 0 <= low <= high, got {tuple(sigma_range)}")
+    if name == "denoise":
+        sigmas = SIGMA_RANGE if sigma_range is None else (lo, hi)
+        return Task(name, channels, 1, lambda clean, gen: _denoise_make(clean, gen, sigmas), _plain)
+    if name == "inpaint":
+        return Task(name, channels, 1, _inpaint_make, keep_known)
+    if name == "inpaint_blind":
+        return Task(name, channels, 0, _inpaint_blind_make, _plain)
+    if name in ("upscale2", "upscale4"):
+        return Task(name, channels, 0, _upscale_make(int(name[-1])), _plain)
+    if name == "enhance":
+        return Task(name, 3, 0, _enhance_make, _plain)
+    raise ValueError(f"unknown restoration task {name!r}: choose one of {', '.join(TASKS)}")
