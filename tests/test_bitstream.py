@@ -1,4 +1,4 @@
-"""Tests for aebook.bitstream: the .aeb format, its error messages and atomic writes."""
+"""Tests for aebook.codecs.bitstream: the .aeb format, its error messages and atomic writes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aebook.bitstream import MAGIC, AebFile, read_aeb, write_aeb
-from aebook.entropy import HuffmanCode
+from aebook.codecs.bitstream import MAGIC, AebFile, read_aeb, write_aeb
+from aebook.codecs.entropy import HuffmanCode
 
 FAST = settings(max_examples=80, deadline=None)
 

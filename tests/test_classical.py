@@ -1,4 +1,4 @@
-"""Tests for aebook.classical: every baseline actually restores, on small photo crops."""
+"""Tests for aebook.restoration.classical: every baseline actually restores, on small photo crops."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from skimage import color, data
 from skimage.metrics import peak_signal_noise_ratio
 
-from aebook import classical as K
-from aebook import corrupt as C
+from aebook.restoration import classical as K
+from aebook.restoration import damage as C
 
 
 def psnr(ref: np.ndarray, img: np.ndarray) -> float:

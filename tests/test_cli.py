@@ -79,7 +79,8 @@ def test_evaluate_on_images_of_another_shape(tmp_path, capsys):
 def tiny_codec_run(tmp_path_factory):
     import torch
 
-    from aebook.codec import ConvCodec, save_codec
+    from aebook.codecs.coding import save_codec
+    from aebook.codecs.conv import ConvCodec
 
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("codec") / "run"
@@ -90,7 +91,7 @@ def tiny_codec_run(tmp_path_factory):
 def test_compress_decompress_round_trip(tmp_path, capsys, tiny_codec_run):
     import numpy as np
 
-    from aebook.bitstream import read_aeb
+    from aebook.codecs.bitstream import read_aeb
     from aebook.data import load_photo
     from aebook.imageio import read_image, write_image
 

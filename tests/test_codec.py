@@ -1,4 +1,5 @@
-"""Tests for aebook.codec: the learned codec, its files, checkpoints and rate-distortion curves."""
+"""Tests for aebook.codecs.conv and aebook.codecs.coding: the learned codec, its files, checkpoints and
+rate-distortion curves."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aebook.bitstream import AebFile
-from aebook.codec import (QUALITY_STEPS, ConvCodec, FactorizedPrior, bits_per_pixel, codec_roundtrip, compress, decompress,
-                          jpeg_rate_distortion, load_codec, quality_step, rate_distortion, save_codec,
-                          train_codec, value_at_bpp)
+from aebook.codecs.bitstream import AebFile
+from aebook.baselines import jpeg_rate_distortion
+from aebook.codecs.coding import (bits_per_pixel, codec_roundtrip, compress, decompress, load_codec, rate_distortion,
+                                  save_codec)
+from aebook.codecs.conv import QUALITY_STEPS, ConvCodec, FactorizedPrior, quality_step
+from aebook.codecs.training import train_codec
+from aebook.metrics import value_at_bpp
 from aebook.data import load_photo
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -169,7 +173,7 @@ def test_factorized_codec_trains_its_prior_and_saves_it(tmp_path, crop):
     assert history.train_loss[-1] < history.train_loss[0]
     # The learned rate is the code length under a proper distribution, so (Gibbs' inequality) it can
     # never beat the empirical entropy of each channel's symbols.
-    from aebook.entropy import empirical_entropy
+    from aebook.codecs.entropy import empirical_entropy
 
     aeb = compress(crop, codec, 4)
     step = torch.tensor(aeb.step)
@@ -187,7 +191,7 @@ def test_factorized_codec_trains_its_prior_and_saves_it(tmp_path, crop):
 
 
 def test_unquantised_psnr_is_the_ceiling_of_every_quality(trained, crop):
-    from aebook.codec import unquantised_psnr
+    from aebook.codecs.coding import unquantised_psnr
 
     codec, _ = trained
     images = [crop, crop[:40, :50]]

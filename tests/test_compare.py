@@ -1,24 +1,13 @@
-"""Unit tests for aebook.compare (fast: small images, no training)."""
+"""Unit tests for aebook.book.compare (fast: small images, no training)."""
 
 import numpy as np
 import pytest
 import torch
 
 from aebook.baselines import PCABaseline, interpolation_baseline
-from aebook.compare import (
-    UniformQuantizer,
-    crop_to_tiles,
-    encode_batched,
-    image_to_tiles,
-    interpolation_codec,
-    jpeg_images,
-    jpeg_quality_for_bpp,
-    jpeg_uses_huffman,
-    quantized_reconstruct,
-    reconstruct_by_tiles,
-    tile_metrics,
-    tiles_to_image,
-)
+from aebook.baselines import interpolation_codec, jpeg_images, jpeg_quality_for_bpp, jpeg_uses_huffman
+from aebook.book.compare import (UniformQuantizer, crop_to_tiles, encode_batched, image_to_tiles, quantized_reconstruct,
+                                 reconstruct_by_tiles, tile_metrics, tiles_to_image)
 from aebook.data import load_photo, photo_tiles
 from aebook.models import build_model
 

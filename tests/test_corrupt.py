@@ -1,4 +1,4 @@
-"""Tests for aebook.corrupt: damage models are exact, seeded and validated."""
+"""Tests for aebook.restoration.damage: damage models are exact, seeded and validated."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aebook import corrupt as C
+from aebook.restoration import damage as C
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for aebook.entropy: entropy, canonical Huffman codes, robust decoding."""
+"""Tests for aebook.codecs.entropy: entropy, canonical Huffman codes, robust decoding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aebook.entropy import MAX_CODE_LENGTH, HuffmanCode, count_symbols, empirical_entropy
+from aebook.codecs.entropy import MAX_CODE_LENGTH, HuffmanCode, count_symbols, empirical_entropy
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 # Latent-like data (few small values, many repeats) and wide-range int64 data.
@@ -195,7 +195,7 @@ def test_large_input_round_trips() -> None:
 
 # --------------------------------------------------------------------------- ANS (constriction)
 
-from aebook.entropy import ans_bits, ans_decode, ans_encode  # noqa: E402
+from aebook.codecs.ans import ans_bits, ans_decode, ans_encode  # noqa: E402
 
 
 @given(st.lists(st.integers(-5, 5), min_size=1, max_size=300))
@@ -229,8 +229,8 @@ def test_ans_checks_its_model() -> None:
 
 # ------------------------------------------- per-channel ANS under zero-inflated geometric models
 
-from aebook.entropy import (ans_decode_channels, ans_encode_channels, fit_zero_geometric,  # noqa: E402
-                            zero_geometric_frequencies)
+from aebook.codecs.ans import (ans_decode_channels, ans_encode_channels, fit_zero_geometric,  # noqa: E402
+                               zero_geometric_frequencies)
 
 
 def test_zero_geometric_frequencies_are_exact_integers() -> None:

@@ -25,16 +25,18 @@ import numpy as np
 import pytest
 import torch
 
-import aebook.bitstream as bitstream
+import aebook.codecs.bitstream as bitstream
 import aebook.checkpoint as checkpoint
-import aebook.codec as codec_module
-from aebook.bitstream import MAGIC, AebFile, check_header, read_aeb, read_aeb_header, write_aeb
+import aebook.codecs.conv as codec_module
+from aebook.codecs.bitstream import MAGIC, AebFile, check_header, read_aeb, read_aeb_header, write_aeb
 from aebook.checkpoint import check_sizes, load_run, save_run
 from aebook.cli import main
-from aebook.codec import ConvCodec, check_fits, compress, load_codec, save_codec
+from aebook.codecs.coding import check_fits, compress, load_codec, save_codec
+from aebook.codecs.conv import ConvCodec
 from aebook.imageio import MAX_PIXELS, file_mode, image_format, write_image
-from aebook.restore import ResidualCNN, load_restorer, save_restorer, tile_boxes
-from aebook.transform_codec import KLTCodec
+from aebook.restoration.inference import tile_boxes
+from aebook.restoration.nets import ResidualCNN, load_restorer, save_restorer
+from aebook.codecs.klt import KLTCodec
 
 
 # ------------------------------------------------------------------ helpers
@@ -337,7 +339,7 @@ def test_pillow_decompression_bombs_are_one_line(tmp_path, capsys, photo, comman
 def test_an_image_above_max_pixels_is_refused_from_its_header(tmp_path, capsys, photo, monkeypatch):
     big = tmp_path / "big.png"
     big.write_bytes(png_header(5000, 4000))  # 20 million pixels: more than the default, less than Pillow's limit
-    monkeypatch.setattr("aebook.restore.load_restorer", never)
+    monkeypatch.setattr("aebook.restoration.nets.load_restorer", never)
     refused(capsys, ["denoise", big, tmp_path / "o.png"], "5000 x 4000 = 20000000 pixels", "max_pixels=16777216")
     refused(capsys, ["denoise", photo, tmp_path / "o.png", "--max-pixels", "100"], "48 x 40 = 1920 pixels")
     refused(capsys, ["upscale", photo, tmp_path / "o.png", "--scale", "4", "--max-pixels", "5000"],
@@ -386,7 +388,7 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, capsys, photo, runs, mo
     out_dir.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == out_dir else real_access(p, mode))
-    monkeypatch.setattr("aebook.codec.load_codec", never)
+    monkeypatch.setattr("aebook.codecs.coding.load_codec", never)
     refused(capsys, ["compress", photo, out_dir / "x.aeb"], "cannot write to folder", "permission denied")
     refused(capsys, ["train-restorer", "denoise", "--out", out_dir / "run"], "permission denied")
     monkeypatch.undo()
@@ -422,7 +424,7 @@ def test_an_aeb_input_that_is_a_folder_or_unreadable_is_one_line(tmp_path, capsy
 def test_train_out_an_existing_file_is_refused_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("aebook.data.load_dataset", never)
     monkeypatch.setattr("aebook.train.fit", never)
-    monkeypatch.setattr("aebook.restore.train_restorer", never)
+    monkeypatch.setattr("aebook.restoration.training.train_restorer", never)
     existing = tmp_path / "notes.txt"
     existing.write_text("keep me")
     refused(capsys, ["train", "--out", existing], "is a file, not a run folder")
@@ -445,7 +447,7 @@ def test_a_restorer_config_with_train_null_is_one_line(tmp_path, capsys, photo, 
 
 def test_train_out_refuses_a_folder_that_is_not_a_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("aebook.data.load_dataset", never)
-    monkeypatch.setattr("aebook.restore.train_restorer", never)
+    monkeypatch.setattr("aebook.restoration.training.train_restorer", never)
     project = tmp_path / "project"
     project.mkdir()
     (project / "config.json").write_text('{"my": "settings"}')
@@ -500,8 +502,9 @@ def test_train_replaces_a_run_only_with_overwrite(tmp_path, capsys, monkeypatch)
     (["evaluate", "{tmp}/run", "--limit", "0"], "--limit must be"),
 ])
 def test_numbers_out_of_range_are_refused_before_any_work(tmp_path, capsys, monkeypatch, photo, args, message):
-    for name in ("aebook.data.load_dataset", "aebook.restore.train_restorer", "aebook.restore.load_restorer",
-                 "aebook.codec.load_codec", "aebook.checkpoint.load_run"):
+    for name in ("aebook.data.load_dataset", "aebook.restoration.training.train_restorer",
+                 "aebook.restoration.nets.load_restorer", "aebook.codecs.coding.load_codec",
+                 "aebook.checkpoint.load_run"):
         monkeypatch.setattr(name, never)
     args = [a.replace("{photo}", str(photo)).replace("{tmp}", str(tmp_path)) for a in args]
     if args[0].startswith("train"):
@@ -518,7 +521,8 @@ def test_a_diverged_training_is_not_saved(tmp_path, capsys, monkeypatch):
                                                                     val_loss=[0.4, float("nan")]))
     refused(capsys, ["train", "--dataset", "digits", "--model", "linear", "--latent-dim", "4", "--limit", "32",
                      "--out", tmp_path / "run"], "training diverged", "nan", "--lr")
-    monkeypatch.setattr("aebook.restore.train_restorer", lambda *a, **k: (ResidualCNN(1, 1, 3, 4), [float("inf")]))
+    monkeypatch.setattr("aebook.restoration.training.train_restorer",
+                        lambda *a, **k: (ResidualCNN(1, 1, 3, 4), [float("inf")]))
     refused(capsys, ["train-restorer", "denoise", "--out", tmp_path / "run"], "training diverged")
     assert not (tmp_path / "run").exists()
 
@@ -550,7 +554,7 @@ def test_an_output_that_is_the_input_is_refused(tmp_path, capsys, photo, runs, m
 
 
 def test_an_unknown_output_format_is_refused_before_any_work(tmp_path, capsys, photo, monkeypatch):
-    monkeypatch.setattr("aebook.restore.load_restorer", never)
+    monkeypatch.setattr("aebook.restoration.nets.load_restorer", never)
     refused(capsys, ["denoise", photo, tmp_path / "o.xyz"], "unknown image format for o.xyz")
     assert image_format("a.PNG") == "PNG" and image_format(Path("b.jpeg")) == "JPEG"
 

@@ -524,7 +524,7 @@ def test_colab_line_names_the_tag_of_this_version():
 def test_licence_names_code_weights_and_data():
     text = " ".join((ROOT / "LICENSE").read_text().split())
     assert text.startswith("MIT License")
-    for needed in ("aebook/pretrained", "aebook/datasets/mnist_sample.npz", "LeCun",
+    for needed in ("aebook/zoo/weights", "aebook/datasets/mnist_sample.npz", "LeCun",
                    "Creative Commons Attribution-Share Alike 3.0"):
         assert needed in text, needed
     assert pyproject()["project"]["license"] == "MIT AND CC-BY-SA-3.0"
@@ -544,11 +544,11 @@ def test_wheel_ships_weights_data_and_licence(tmp_path):
     wheel = next((tmp_path / "dist").glob("aebook-*.whl"))
     assert wheel.name.startswith(f"aebook-{aebook_version()}-")
     names = set(zipfile.ZipFile(wheel).namelist())
-    manifest = json.loads((ROOT / "aebook" / "pretrained" / "MANIFEST.json").read_text())["models"]
+    manifest = json.loads((ROOT / "aebook" / "zoo" / "weights" / "MANIFEST.json").read_text())["models"]
     for entry in manifest.values():
         for f in ("model.safetensors", "config.json"):
-            assert f"aebook/pretrained/{entry['path']}/{f}" in names, (entry["path"], f)
-    assert "aebook/pretrained/MANIFEST.json" in names
+            assert f"aebook/zoo/weights/{entry['path']}/{f}" in names, (entry["path"], f)
+    assert "aebook/zoo/weights/MANIFEST.json" in names
     shipped_data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "aebook" / "datasets").glob("*.npz")}
     assert shipped_data <= names, shipped_data - names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)

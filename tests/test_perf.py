@@ -113,7 +113,7 @@ def test_sweeps_return_one_row_per_setting() -> None:
 
 
 def test_compare_layouts_times_both_and_checks_they_agree() -> None:
-    from aebook.restore import ResidualCNN
+    from aebook.restoration.nets import ResidualCNN
 
     torch.manual_seed(0)
     model = ResidualCNN(1, 1, depth=3, width=8)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import aebook
-from aebook import pretrained as pt
+from aebook import zoo as pt
 from aebook.checkpoint import WEIGHTS, sha256_file
 from aebook.cli import main
 from aebook.imageio import read_image, write_image
-from aebook.train_pretrained import RECIPES
+from aebook.zoo.training import RECIPES
 
 SHIPPED = ("codec", "denoise", "enhance", "inpaint", "kltcodec", "upscale2", "upscale4")
 
@@ -23,7 +23,7 @@ def test_manifest_lists_every_shipped_model_with_its_hash_and_command():
     assert sorted(entries) == sorted(SHIPPED)
     total = 0
     for name, entry in entries.items():
-        weights = pt.PRETRAINED_DIR / entry["path"] / WEIGHTS
+        weights = pt.WEIGHTS_DIR / entry["path"] / WEIGHTS
         assert sha256_file(weights) == entry["sha256"], name
         assert entry["command"].startswith("python -m aebook.train_pretrained"), name
         config = json.loads((weights.parent / "config.json").read_text())
@@ -37,16 +37,16 @@ def test_manifest_lists_every_shipped_model_with_its_hash_and_command():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_model_loads_by_name(name):
-    loaded = aebook.pretrained(name)  # the module is callable
-    model = loaded[0]
+    loaded = aebook.pretrained(name)  # aebook.zoo.pretrained: (model, config) for every kind
+    model, config = loaded
     assert not model.training
     if name not in ("codec", "kltcodec"):
-        assert loaded[1] == name
+        assert config["train"]["task"] == name
 
 
 def test_tampered_copy_is_refused(tmp_path):
     root = tmp_path / "pretrained"
-    shutil.copytree(pt.PRETRAINED_DIR, root)
+    shutil.copytree(pt.WEIGHTS_DIR, root)
     weights = root / "denoise" / WEIGHTS
     blob = bytearray(weights.read_bytes())
     blob[-1] ^= 1
@@ -73,7 +73,7 @@ def test_cli_defaults_use_the_shipped_models(tmp_path, capsys):
 
 
 def test_compress_defaults_to_kltcodec_and_decompress_finds_the_codec_a_file_names(tmp_path, capsys):
-    from aebook.bitstream import read_aeb
+    from aebook.codecs.bitstream import read_aeb
 
     src = write_image(tmp_path / "in.png", aebook.load_photo("camera", gray=True)[100:164, 100:180])
     for model in ("kltcodec", "codec"):
@@ -98,13 +98,13 @@ def _copy_denoise(tmp_path):
     """A pretrained root holding only the shipped denoiser (and its manifest entry)."""
     root = tmp_path / "pretrained"
     root.mkdir()
-    shutil.copytree(pt.PRETRAINED_DIR / "denoise", root / "denoise")
+    shutil.copytree(pt.WEIGHTS_DIR / "denoise", root / "denoise")
     (root / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": pt.manifest()["denoise"]}}))
     return root
 
 
 def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, capsys):
-    from aebook.train_pretrained import main as train_main
+    from aebook.zoo.training import main as train_main
 
     root = _copy_denoise(tmp_path)
     before = pt.manifest(root)["denoise"]
@@ -116,8 +116,8 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     assert entry["init"]["sha256"] == before["sha256"] and entry["init"]["command"] == before["command"]
     assert [s["sha256"] for s in pt.lineage("denoise", root)] == [*(s["sha256"] for s in pt.lineage("denoise")),
                                                                   entry["sha256"]]
-    start, _, _ = aebook.pretrained("denoise")
-    again, _, config = aebook.pretrained("denoise", root=root)
+    start, _ = aebook.pretrained("denoise")
+    again, config = aebook.pretrained("denoise", root=root)
     assert config["train"]["init_sha256"] == before["sha256"]
     for key, value in start.state_dict().items():
         assert (again.state_dict()[key] == value).all(), key
@@ -130,7 +130,7 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     assert stage["command"] == entry["command"]
     # Without --init the same run starts from random weights of today's recipe (an encoder-decoder).
     assert train_main(["denoise", "--set", "lr=0", *tiny]) == 0
-    fresh, _, _ = aebook.pretrained("denoise", root=root)
+    fresh, _ = aebook.pretrained("denoise", root=root)
     assert "init" not in pt.manifest(root)["denoise"] and len(pt.lineage("denoise", root)) == 1
     with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
         pt.lineage("nope", root)
@@ -141,7 +141,7 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
 
 
 def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
-    from aebook.train_pretrained import main as train_main
+    from aebook.zoo.training import main as train_main
 
     root = _copy_denoise(tmp_path)
     manifest_before = (root / "MANIFEST.json").read_text()
@@ -159,8 +159,8 @@ def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
 def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
     import time
 
-    from aebook.restore import train_restorer
-    from aebook.train_pretrained import main as train_main
+    from aebook.restoration.training import train_restorer
+    from aebook.zoo.training import main as train_main
 
     tiny = dict(n_patches=16, patch_size=16, depth=3, width=8, batch_size=8, device="cpu", progress=False)
     start = time.perf_counter()
@@ -176,7 +176,7 @@ def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
     entry = pt.manifest(root)["denoise"]
     assert entry["settings"]["minutes"] == 0.01 and entry["settings"]["epochs"] == 100000
     assert entry["wall_minutes"] < 1
-    assert aebook.pretrained("denoise", root=root)[2]["train"]["minutes"] == 0.01
+    assert aebook.pretrained("denoise", root=root)[1]["train"]["minutes"] == 0.01
     manifest_before = (root / "MANIFEST.json").read_text()
     assert train_main(["codec", "--minutes", "1", *args]) == 2
     assert "budgets restorers and the kltcodec only" in capsys.readouterr().err
@@ -186,7 +186,7 @@ def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
 
 
 def test_kltcodec_recipe_starts_from_the_denoiser_and_records_it(tmp_path, capsys):
-    from aebook.train_pretrained import main as train_main
+    from aebook.zoo.training import main as train_main
 
     root = _copy_denoise(tmp_path)
     denoiser = pt.manifest(root)["denoise"]
@@ -203,7 +203,7 @@ def test_kltcodec_recipe_starts_from_the_denoiser_and_records_it(tmp_path, capsy
 def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsys):
     import torch
 
-    from aebook.train_pretrained import main as train_main
+    from aebook.zoo.training import main as train_main
 
     root = _copy_denoise(tmp_path)
     tiny = ["--root", str(root), "--quiet", "--set", "n_patches=16", "--set", "epochs=1"]
@@ -225,7 +225,7 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
     deeper, config = pt.pretrained("kltcodec", root=root)
     assert config["model"]["depth"] == deeper_depth
     x, cond = torch.rand(1, 1, 24, 24), torch.full((1, 1, 24, 24), 0.1)
-    denoiser, _, _ = aebook.pretrained("denoise", root=root)
+    denoiser, _ = aebook.pretrained("denoise", root=root)
     with torch.no_grad():
         assert torch.allclose(deeper.refine(x, cond), denoiser(x, cond), atol=1e-5)
     capsys.readouterr()
@@ -233,7 +233,7 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
 
 def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
     """Stages trained into run folders (``--root DIR``, then ``--init DIR/denoise``) keep the whole chain."""
-    from aebook.train_pretrained import main as train_main
+    from aebook.zoo.training import main as train_main
 
     tiny = ["--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16"]
     roots = [tmp_path / f"stage{i}" for i in range(3)]
@@ -269,7 +269,7 @@ def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
-    from aebook.train_pretrained import build_parser, rerun_commands
+    from aebook.zoo.training import build_parser, rerun_commands
 
     commands = rerun_commands(name, folder="runs")
     stages = pt.lineage(name)
@@ -290,7 +290,7 @@ def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
 
 
 def test_rerun_commands_retrain_a_recorded_chain(tmp_path, capsys, monkeypatch):
-    from aebook.train_pretrained import main as train_main, rerun_commands
+    from aebook.zoo.training import main as train_main, rerun_commands
 
     tiny = ["--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16",
             "--set", "depth=2", "--set", "width=4"]
@@ -310,7 +310,7 @@ def test_rerun_commands_retrain_a_recorded_chain(tmp_path, capsys, monkeypatch):
 
 
 def test_rerun_commands_refuse_unknown_models_and_foreign_commands(tmp_path):
-    from aebook.train_pretrained import rerun_commands
+    from aebook.zoo.training import rerun_commands
 
     with pytest.raises(ValueError, match="unknown pretrained model"):
         rerun_commands("nope")

@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from aebook.data import load_photo
-from aebook.restore import TASKS, ResidualCNN, apply_tiled, make_task, restore_image, train_restorer
+from aebook.restoration.inference import apply_tiled, restore_image
+from aebook.restoration.nets import ResidualCNN
+from aebook.restoration.tasks import TASKS, make_task
+from aebook.restoration.training import train_restorer
 
 
 @pytest.fixture(autouse=True)
@@ -79,8 +82,8 @@ def test_save_load_and_pretrained_manifest(tmp_path):
     import json
 
     from aebook.checkpoint import sha256_file
-    from aebook.pretrained import available, pretrained, resolve
-    from aebook.restore import load_restorer, save_restorer
+    from aebook.zoo import available, pretrained, resolve
+    from aebook.restoration.nets import load_restorer, save_restorer
 
     model = ResidualCNN(1, 1, depth=3, width=4)
     run = save_restorer(tmp_path / "denoise", model, "denoise", [0.1], {"epochs": 1})
@@ -89,7 +92,7 @@ def test_save_load_and_pretrained_manifest(tmp_path):
     (tmp_path / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": {
         "path": "denoise", "sha256": sha256_file(run / "model.safetensors"), "command": "test"}}}))
     assert available(tmp_path) == ["denoise"]
-    assert pretrained("denoise", root=tmp_path)[1] == "denoise"
+    assert pretrained("denoise", root=tmp_path)[1]["train"]["task"] == "denoise"
     assert resolve(str(run), root=tmp_path) == run
     with pytest.raises(ValueError, match="unknown model 'sharpen'.*denoise"):
         resolve("sharpen", root=tmp_path)
@@ -126,7 +129,7 @@ def test_deep_network_keeps_its_signal():
     """Regression: with PyTorch's default init a 12-layer ReLU stack shrank its signal ~1e4-fold and never trained."""
     import torch
 
-    from aebook.restore import ResidualCNN
+    from aebook.restoration.nets import ResidualCNN
 
     torch.manual_seed(0)
     net = ResidualCNN(1, 1, depth=12, width=32)
@@ -136,7 +139,7 @@ def test_deep_network_keeps_its_signal():
 
 
 def test_smooth_fill_keeps_known_pixels_and_fills_holes_smoothly():
-    from aebook.restore import smooth_fill
+    from aebook.restoration.tasks import smooth_fill
 
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
     ramp = (0.3 * yy + 0.5 * xx).view(1, 1, 64, 64)
@@ -166,7 +169,7 @@ def test_inpainting_input_is_pre_filled():
 
 
 def test_dihedral_transforms_are_eight_distinct_invertible_symmetries():
-    from aebook.restore import dihedral
+    from aebook.restoration.inference import dihedral
 
     x = torch.arange(12.0).view(1, 1, 3, 4)
     seen = set()
@@ -205,7 +208,7 @@ def test_self_ensemble_is_equivariant_where_the_network_is_not(task):
 
 @pytest.mark.parametrize("depth", [5, 6, 9, 30])
 def test_deepen_keeps_the_function_and_adds_trainable_layers(depth):
-    from aebook.restore import deepen
+    from aebook.restoration.nets import deepen
 
     torch.manual_seed(0)
     model = ResidualCNN(1, 1, depth=5, width=6)
@@ -224,7 +227,7 @@ def test_deepen_keeps_the_function_and_adds_trainable_layers(depth):
 
 
 def test_warm_start_from_a_shallower_restorer_grows_it(tmp_path):
-    from aebook.restore import load_restorer, save_restorer
+    from aebook.restoration.nets import load_restorer, save_restorer
 
     torch.manual_seed(0)
     start = ResidualCNN(1, 1, depth=3, width=4)
@@ -271,24 +274,32 @@ def test_default_overlap_covers_a_deep_networks_receptive_field():
     assert not torch.allclose(apply_tiled(deep, x, tile=96, overlap=24), whole, atol=1e-3)
 
 
-def test_warmup_starts_the_learning_rate_at_zero(tmp_path):
-    from aebook.restore import save_restorer
+def test_warmup_ramps_the_learning_rate_up_from_near_zero(tmp_path, monkeypatch):
+    import aebook.restoration.training as restoration_training
+    from aebook.restoration.nets import save_restorer
+    from aebook.train import TrainStep
 
+    rates = []
+
+    class Recording(TrainStep):  # the library's one step, recording the rate of each step it takes
+        def update(self, loss):
+            rates.append(self.lr)
+            return super().update(loss)
+
+    monkeypatch.setattr(restoration_training, "TrainStep", Recording)
     torch.manual_seed(0)
     start = ResidualCNN(1, 1, depth=3, width=4)
-    torch.nn.init.normal_(start.body[-1].weight, std=0.1)
     run = save_restorer(tmp_path / "start", start, "denoise", [])
-    one_step = dict(epochs=1, n_patches=8, patch_size=12, depth=3, width=4, batch_size=8, lr=0.1,
-                    init=str(run), device="cpu", progress=False)
-    warmed, _ = train_restorer("denoise", warmup=0.5, **one_step)  # its only step has a learning rate of 0
-    moved, _ = train_restorer("denoise", **one_step)
-    for key, value in start.state_dict().items():
-        assert torch.equal(warmed.state_dict()[key], value), key
-    assert any(not torch.equal(moved.state_dict()[k], v) for k, v in start.state_dict().items())
-    two_steps, _ = train_restorer("denoise", warmup=0.5, **{**one_step, "n_patches": 16})  # then it rises
-    assert any(not torch.equal(two_steps.state_dict()[k], v) for k, v in start.state_dict().items())
+    steps = dict(epochs=1, n_patches=64, patch_size=12, depth=3, width=4, batch_size=8, lr=0.1,
+                 init=str(run), device="cpu", progress=False)  # 8 steps
+    train_restorer("denoise", warmup=0.5, **steps)  # 4 warm-up steps: 1/4, 2/4, 3/4 and all of lr, then the cosine
+    assert rates[:5] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1]) and 0 < rates[7] < rates[6] < rates[5] < 0.1
+    assert len(rates) == 8
+    rates.clear()
+    train_restorer("denoise", **steps)  # no warm-up: the cosine from the first step
+    assert rates[0] == pytest.approx(0.1) and rates == sorted(rates, reverse=True)
     with pytest.raises(ValueError, match="warmup must be a fraction"):
-        train_restorer("denoise", warmup=2.0, **one_step)
+        train_restorer("denoise", warmup=2.0, **steps)
 
 
 def test_sigma_range_bounds_the_training_noise_levels():
@@ -310,7 +321,7 @@ def test_sigma_range_bounds_the_training_noise_levels():
 
 
 def test_psnr_loss_weighs_each_patch_by_its_relative_error():
-    from aebook.restore import PSNR_LOSS_FLOOR, training_objective
+    from aebook.restoration.training import PSNR_LOSS_FLOOR, training_objective
 
     target = torch.zeros(2, 1, 4, 4)
     errors = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1).expand(2, 1, 4, 4)  # MSEs 1e-4 and 1e-2

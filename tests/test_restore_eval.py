@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from aebook.restore_eval import (DAMAGE_KINDS, DAMAGED, Damaged, center_crop, evaluate_methods,
-                                 goals_table, load_held_out, make_damage, time_call, verdict)
+from aebook.book.tables import goals_table, verdict
+from aebook.restoration.evaluate import (DAMAGE_KINDS, DAMAGED, Damaged, center_crop, evaluate_methods, load_held_out,
+                                         make_damage)
+from aebook.runtime import time_call
 
 
 def _images():
@@ -112,7 +114,7 @@ def test_denoise_eval_script_compares_models_with_bm3d(tmp_path):
 
 
 def test_local_contrast_is_zero_on_flat_and_high_on_texture():
-    from aebook.restore_eval import local_contrast
+    from aebook.restoration.evaluate import local_contrast
 
     flat = np.full((20, 20), 0.4)
     checks = (np.indices((20, 20)).sum(axis=0) % 2).astype(float)
@@ -124,7 +126,7 @@ def test_local_contrast_is_zero_on_flat_and_high_on_texture():
 
 
 def test_gain_by_contrast_finds_where_a_method_wins():
-    from aebook.restore_eval import gain_by_contrast
+    from aebook.restoration.evaluate import gain_by_contrast
 
     rng = np.random.default_rng(0)
     clean = np.full((32, 32), 0.5)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from aebook import results
+from aebook.book import results
 
 
 def test_record_merges_keys_and_modes(tmp_path, monkeypatch):

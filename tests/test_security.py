@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aebook.bitstream import MAGIC as AEB_MAGIC
+from aebook.codecs.bitstream import MAGIC as AEB_MAGIC
 from aebook.security import (decrypt_aeb, derive_key, encrypt_aeb, generate_key, membership_attack,
                              pickle_imports, reconstruction_errors)
 

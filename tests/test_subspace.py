@@ -1,4 +1,4 @@
-"""Unit tests for aebook.subspace (fast: tiny synthetic data)."""
+"""Unit tests for aebook.book.subspace (fast: tiny synthetic data)."""
 
 import matplotlib
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aebook.data import ImageData
-from aebook.subspace import SweepResult, latent_sweep, plot_directions, principal_angles, project_onto
+from aebook.book.subspace import SweepResult, bottleneck_sweep, plot_directions, principal_angles, project_onto
 from aebook.train import TrainConfig
 
 
@@ -63,10 +63,10 @@ def _tiny_data() -> ImageData:
     return ImageData("tiny", torch.rand(64, 1, 4, 4, generator=g), torch.rand(16, 1, 4, 4, generator=g))
 
 
-def test_latent_sweep_pca_and_linear():
+def test_bottleneck_sweep_pca_and_linear():
     data = _tiny_data()
     cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", progress=False)
-    res = latent_sweep(data, ["pca", "linear"], [2, 4], config={"linear": cfg})
+    res = bottleneck_sweep(data, ["pca", "linear"], [2, 4], config={"linear": cfg})
     assert set(res.metrics) == {"pca", "linear"}
     assert set(res.metrics["pca"]) == {2, 4}
     for per in res.metrics.values():
@@ -80,11 +80,11 @@ def test_latent_sweep_pca_and_linear():
     assert res.models["linear"][4].latent_dim == 4
 
 
-def test_latent_sweep_rejects_empty():
+def test_bottleneck_sweep_rejects_empty():
     with pytest.raises(ValueError):
-        latent_sweep(_tiny_data(), [], [2])
+        bottleneck_sweep(_tiny_data(), [], [2])
     with pytest.raises(ValueError, match="unknown model"):
-        latent_sweep(_tiny_data(), ["nope"], [2], config=TrainConfig(epochs=1, device="cpu", progress=False))
+        bottleneck_sweep(_tiny_data(), ["nope"], [2], config=TrainConfig(epochs=1, device="cpu", progress=False))
 
 
 def test_sweep_result_markdown_missing_cells():

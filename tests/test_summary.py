@@ -1,4 +1,4 @@
-"""Tests for aebook.summary: layer shapes, worst/best ranking, timing, Markdown tables."""
+"""Tests for aebook.book.tables: layer shapes, worst/best ranking, timing, Markdown tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from aebook.summary import LayerInfo, layer_shapes, markdown_table, time_forward_backward, worst_and_best
+from aebook.book.tables import LayerInfo, layer_shapes, worst_and_best
+from aebook.perf import time_forward_backward
+from aebook.plots import markdown_table
 from aebook.models import build_model, count_parameters
 
 

@@ -1,4 +1,4 @@
-"""Tests for aebook.transform_codec: the block-KLT codec, its .aeb (version 2) files and training."""
+"""Tests for aebook.codecs.klt: the block-KLT codec, its .aeb (version 2) files and training."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from aebook.bitstream import AebFile
-from aebook.codec import bits_per_pixel, codec_roundtrip, compress, decompress, load_codec, save_codec
+from aebook.codecs.bitstream import AebFile
+from aebook.codecs.coding import bits_per_pixel, codec_roundtrip, compress, decompress, load_codec, save_codec
 from aebook.data import TRAIN_PHOTOS, load_photo
 from aebook.metrics import psnr
-from aebook.transform_codec import KLT_QUALITY_STEPS, KLTCodec, klt_damage_task, train_klt_codec
+from aebook.codecs.klt import KLT_QUALITY_STEPS, KLTCodec, klt_damage_task
+from aebook.codecs.training import train_klt_codec
 
 
 @pytest.fixture(scope="module")
