@@ -1,4 +1,4 @@
-"""Rate-distortion of the learned codec (aebook.codec) against JPEG on the held-out photos.
+"""Rate-distortion of the learned codec (aebook.codecs.conv) against JPEG on the held-out photos.
 
 Every point is a real file: the codec's bits per pixel are the size of the whole
 ``.aeb`` file (header, Huffman table, payload, CRC) and JPEG's the size of Pillow's
@@ -26,8 +26,11 @@ import time
 import numpy as np
 import torch
 
-from aebook.codec import (QUALITY_STEPS, jpeg_rate_distortion, load_codec, rate_distortion, save_codec,
-                          train_codec, value_at_bpp)
+from aebook.baselines import jpeg_rate_distortion
+from aebook.codecs.coding import load_codec, rate_distortion, save_codec
+from aebook.codecs.conv import QUALITY_STEPS
+from aebook.codecs.training import train_codec
+from aebook.metrics import value_at_bpp
 from aebook.data import HELD_OUT_PHOTOS, load_photo
 from aebook.train import TrainConfig, fit
 
@@ -50,7 +53,7 @@ def held_out_images(quick: bool) -> list[np.ndarray]:
 def epochs_for_budget(args: argparse.Namespace) -> int:
     """Time a short trial (its second epoch: the first pays start-up costs), then return
     how many epochs of ``n_patches`` fit the remaining budget."""
-    from aebook.codec import ConvCodec
+    from aebook.codecs.conv import ConvCodec
 
     trial = torch.rand(256, 1, args.patch_size, args.patch_size)
     codec = ConvCodec(1, args.latent_channels, args.widths, args.lmbda, args.entropy_model)

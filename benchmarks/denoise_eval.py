@@ -27,9 +27,10 @@ import time
 
 import torch
 
-from aebook.pretrained import resolve
-from aebook.restore import load_restorer, restore_image
-from aebook.restore_eval import evaluate_methods, load_held_out, make_damage
+from aebook.zoo import resolve
+from aebook.restoration.inference import restore_image
+from aebook.restoration.nets import load_restorer
+from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_damage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 methods[f"{name} (8-fold ensemble)"] = (
                     lambda d, m=model: restore_image(m, "denoise", d.damaged, sigma=d.sigma, ensemble=True))
         if args.bm3d:
-            from aebook.classical import denoise_bm3d
+            from aebook.restoration.classical import denoise_bm3d
 
             methods["BM3D"] = lambda d: denoise_bm3d(d.damaged, d.sigma)
         photos = load_held_out(gray=True, crop=args.crop)

@@ -5,7 +5,7 @@
 #      (python -m aebook.train_pretrained denoise --init denoise --minutes ...): the next stage
 #      of its lineage (chapter 4.4's goal against BM3D). First, as it matters most.
 #      The shipped network has 17 layers (DnCNN's depth), grown from 12 on the CPU; a
-#      DENOISE_DEPTH above that grows it again first (aebook.restore.deepen: new layers start
+#      DENOISE_DEPTH above that grows it again first (aebook.restoration.nets.deepen: new layers start
 #      as the identity, so training starts from the shipped function). DENOISE_SIGMA_RANGE
 #      is the interval of training noise levels (the recipe's [0,55] by default; the last CPU
 #      stage used [15,35], around chapter 4.4's sigma = 25).
@@ -29,7 +29,7 @@
 #      if DEADLINE leaves it time.
 #
 # Everything lands in $OUT: log.txt (pytest's output too), throughput.jsonl, denoise_eval.json, denoise/ and
-# kltcodec/ (run folders to copy into aebook/pretrained/), MANIFEST.json (the package manifest
+# kltcodec/ (run folders to copy into aebook/zoo/weights/), MANIFEST.json (the package manifest
 # with their new entries) and codec.tar (the codec run folder) with codec_rd.json.
 # Each step has its own time limit and a failed step does not stop the next ones.
 #
@@ -51,7 +51,7 @@ N_PATCHES=${N_PATCHES:-200000}
 DENOISE_BATCH=${DENOISE_BATCH:-256}
 DENOISE_LR=${DENOISE_LR:-5e-4}  # stages 5 and 6: 5e-4 then 3e-4 (benchmarks/results/2026-11-26b_h100)
 DENOISE_SEED=${DENOISE_SEED:-6}
-DENOISE_DEPTH=${DENOISE_DEPTH:-17}  # shipped: 17; more grows the network (aebook.restore.deepen)
+DENOISE_DEPTH=${DENOISE_DEPTH:-17}  # shipped: 17; more grows the network (aebook.restoration.nets.deepen)
 DENOISE_SIGMA_RANGE=${DENOISE_SIGMA_RANGE:-[0,55]}  # training noise levels, 0-255 scale
 WARMUP=${WARMUP:-0.05}  # share of each budget with the learning rate ramping up from 0 (warm starts)
 KLT_MINUTES=${KLT_MINUTES:-2.5}
@@ -80,7 +80,7 @@ timeout 120 $PY -m pytest -q -o addopts="" -p no:cacheprovider tests/test_cuda_g
 
 step "denoise: continue the shipped weights for $DENOISE_MINUTES min at $DENOISE_DEPTH layers"
 root=$(mktemp -d)
-cp -r aebook/pretrained/. "$root/"
+cp -r aebook/zoo/weights/. "$root/"
 timeout $(( ${DENOISE_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained denoise --init denoise --root "$root" \
     --minutes "$DENOISE_MINUTES" --device "$DEVICE" --quiet --set epochs=100000 --set n_patches="$N_PATCHES" \
     --set batch_size="$DENOISE_BATCH" --set seed="$DENOISE_SEED" --set lr="$DENOISE_LR" --set depth="$DENOISE_DEPTH" \
@@ -95,7 +95,7 @@ timeout $(( ${KLT_MINUTES%.*} * 60 + 180 )) $PY -m aebook.train_pretrained kltco
 
 step "denoise: the shipped weights against the new ones on the held-out photos, one pass"
 if [ -d "$OUT/denoise" ]; then
-    timeout 180 $PY benchmarks/denoise_eval.py aebook/pretrained/denoise "$OUT/denoise" --device "$DEVICE" --json \
+    timeout 180 $PY benchmarks/denoise_eval.py aebook/zoo/weights/denoise "$OUT/denoise" --device "$DEVICE" --json \
         | tee "$OUT/denoise_eval.log"
     tail -n 1 "$OUT/denoise_eval.log" > "$OUT/denoise_eval.json" && rm -f "$OUT/denoise_eval.log"
 fi

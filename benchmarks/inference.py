@@ -2,7 +2,7 @@
 
 Both layouts run side by side in the same process on the same 512x512 image (the
 cameraman, or the astronaut for colour models), alternating, each timed as the best of
-``--repeats`` calls of :func:`aebook.restore.apply_tiled` with the CLI's tile size (512), by
+``--repeats`` calls of :func:`aebook.restoration.inference.apply_tiled` with the CLI's tile size (512), by
 :func:`aebook.perf.shipped_layouts`. The claim is the ratio, and the outputs must agree (the
 largest difference is printed). The ratio depends on the state of the memory allocator: this
 script is a new process, as the CLI is; chapter 5.1 measures how much of the gap is memory.
@@ -25,7 +25,7 @@ import platform
 import torch
 
 from aebook.perf import shipped_layouts
-from aebook.pretrained import manifest
+from aebook.zoo import manifest
 
 
 def main() -> None:
