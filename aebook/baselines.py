@@ -242,7 +242,8 @@ def jpeg_uses_huffman(img: np.ndarray, quality: int = 75) -> bool:
 
 # --------------------------------------------------------------------------- interpolation
 
-def interpolation_baseline(x: torch.Tensor, factor: int, mode: str = "bicubic", bits: int | None = None) -> torch.Tensor:
+def interpolation_baseline(x: torch.Tensor, factor: int, mode: str = "bicubic",
+                           bits: int | None = None) -> torch.Tensor:
     """Keep an antialiased ``1/factor`` downsampled image and interpolate it back up.
 
     The downsampled image (block means: area averaging) holds ``H*W / factor**2`` numbers per

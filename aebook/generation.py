@@ -292,7 +292,9 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 20, batch_s
     gen = torch.Generator().manual_seed(seed)
     device = pick_device()
     model = FeatureClassifier(x.shape[1], int(y.max()) + 1, **options).to(device)
-    step = TrainStep(model.parameters(), lr, epochs * -(-len(x) // batch_size), weight_decay=1e-4, device=device)
+    # a long warm-up and a decay to almost nothing (the shape of a one-cycle schedule)
+    step = TrainStep(model.parameters(), lr, epochs * -(-len(x) // batch_size), weight_decay=1e-4, warmup=0.3,
+                     floor=4e-6, device=device)
     x, y = x.float().to(device), y.long().to(device)
     model.train()
     for _ in range(epochs):

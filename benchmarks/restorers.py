@@ -34,10 +34,11 @@ import time
 import numpy as np
 import torch
 
-from aebook.classical import denoise_bm3d, inpaint_biharmonic, upscale_bicubic
-from aebook.pretrained import resolve
-from aebook.restore import load_restorer, restore_image
-from aebook.restore_eval import evaluate_methods, load_held_out, make_damage
+from aebook.restoration.classical import denoise_bm3d, inpaint_biharmonic, upscale_bicubic
+from aebook.zoo import resolve
+from aebook.restoration.inference import restore_image
+from aebook.restoration.nets import load_restorer
+from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_damage
 
 TASKS = ("denoise", "inpaint", "upscale2")
 

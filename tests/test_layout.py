@@ -76,6 +76,8 @@ TRAINERS = {
 SAME_NAME_ALLOWED = {
     "main": "each command's entry point (aebook.cli, aebook.distributed, aebook.zoo.training)",
     "build_parser": "each command's own options",
+    "ResBlock": "two residual blocks of different design: the VQ-VAE's (GELU, BatchNorm, a 1x1 output) and the "
+                "restorer's (ReLU, no normalisation, started near the identity)",
 }
 
 
@@ -302,7 +304,8 @@ def test_the_restorer_and_the_classifier_train_with_the_shared_schedule(monkeypa
         monkeypatch.setattr(module, "TrainStep", spy)
         run()
         (args, kwargs, step), = spy.made
-        expected = [args[1] * warmup_cosine(args[2], kwargs.get("warmup", 0.05))(k) for k in range(6)]
+        schedule = warmup_cosine(args[2], kwargs.get("warmup", 0.05), kwargs.get("floor", 0.02))
+        expected = [args[1] * schedule(k) for k in range(6)]
         assert step.seen == pytest.approx(expected), module.__name__
 
 

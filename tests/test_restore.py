@@ -349,7 +349,7 @@ def test_psnr_loss_weighs_each_patch_by_its_relative_error():
 
 
 def _untrained_encoder_decoder(skips=True, cond=1):
-    from aebook.restore import EncoderDecoder
+    from aebook.restoration.nets import EncoderDecoder
 
     torch.manual_seed(0)
     model = EncoderDecoder(1, cond, widths=(4, 8, 16), blocks=(1, 1, 1), skips=skips)
@@ -359,7 +359,7 @@ def _untrained_encoder_decoder(skips=True, cond=1):
 
 @pytest.mark.parametrize("shape", [(1, 1, 16, 16), (2, 1, 37, 50), (1, 1, 3, 5)])
 def test_encoder_decoder_keeps_any_image_size_and_starts_as_the_identity(shape):
-    from aebook.restore import EncoderDecoder
+    from aebook.restoration.nets import EncoderDecoder
 
     model = EncoderDecoder(1, 1, widths=(4, 8, 16), blocks=(1, 0, 2))
     x, cond = torch.rand(shape), torch.rand(shape)
@@ -398,7 +398,8 @@ def test_encoder_decoder_tiled_equals_whole_image(shape):
 
 
 def test_encoder_decoder_trains_saves_and_loads(tmp_path):
-    from aebook.restore import EncoderDecoder, load_restorer, save_restorer
+    from aebook.restoration.nets import load_restorer, save_restorer
+    from aebook.restoration.nets import EncoderDecoder
 
     img = load_photo("camera", gray=True)[:40, :52]
     model, losses = train_restorer("denoise", epochs=2, n_patches=64, patch_size=32, arch="encoder_decoder",
@@ -428,7 +429,8 @@ def test_encoder_decoder_trains_saves_and_loads(tmp_path):
 def test_hostile_encoder_decoder_configs_are_refused_before_building(tmp_path, change, message):
     import json
 
-    from aebook.restore import EncoderDecoder, load_restorer, save_restorer
+    from aebook.restoration.nets import load_restorer, save_restorer
+    from aebook.restoration.nets import EncoderDecoder
 
     run = save_restorer(tmp_path / "ed", EncoderDecoder(1, 1, widths=(4, 8), blocks=(1, 1)), "denoise")
     config = json.loads((run / "config.json").read_text())
@@ -440,7 +442,7 @@ def test_hostile_encoder_decoder_configs_are_refused_before_building(tmp_path, c
 
 @pytest.mark.parametrize("name", ["camera", "coffee"])
 def test_noise_level_is_estimated_within_two_levels_or_ten_percent_even_where_pixels_clip(name):
-    from aebook.restore import estimate_noise_sigma
+    from aebook.restoration.inference import estimate_noise_sigma
 
     img = load_photo(name, gray=name == "camera")
     rng = np.random.default_rng(0)

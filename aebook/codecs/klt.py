@@ -7,7 +7,8 @@ short training leaves it short of JPEG. This codec splits the work differently:
 1. **Encoder: the block KLT.** Each 8x8 block of pixels becomes 64 coefficients through the
    Karhunen-Loeve transform (the principal components of the training photos' blocks):
    the optimum of a *linear* autoencoder of 8x8 blocks, fitted in closed form
-   (:meth:`KLTCodec.fit_transform`, with the library's one block KLT, :func:`aebook.baselines.block_klt`). It is an 8x8 convolution of stride 8; its inverse is
+   (:meth:`KLTCodec.fit_transform`, with the library's one block KLT, :func:`aebook.baselines.block_klt`).
+   It is an 8x8 convolution of stride 8; its inverse is
    the matching transposed convolution. Orthonormal, so coefficients are in pixel units.
 2. **Quantise with a dead zone:** ``q = sign(z) * floor(|z| / step + ROUNDING)``. With
    ``ROUNDING`` below one half, small coefficients fall to zero more often than plain

@@ -91,7 +91,8 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
         if kind == "noise":
             return Damaged(img, damage_models.add_gaussian_noise(img, sigma, rng=seed), sigma=float(sigma))
         if kind == "downsample":
-            return Damaged(damage_models.crop_to_multiple(img, scale), damage_models.downsample(img, scale), scale=scale)
+            return Damaged(damage_models.crop_to_multiple(img, scale), damage_models.downsample(img, scale),
+                           scale=scale)
         return Damaged(img, damage_models.random_degradation(img, rng=seed))
 
     return damage

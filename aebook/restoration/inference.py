@@ -31,8 +31,9 @@ def apply_tiled(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | None
     Tiles overlap by ``2 * overlap`` pixels and only each tile's interior
     (``overlap`` pixels away from any inner edge) is kept, so the result equals
     running the model on the whole image whenever ``overlap`` is at least the
-    network's receptive-field radius (``depth`` pixels for a :class:`~aebook.restoration.nets.ResidualCNN` of 3x3
-    convolutions; its default overlap is the larger of 24 and its depth, its default tile 256):
+    network's receptive-field radius (``depth`` pixels for a
+    :class:`~aebook.restoration.nets.ResidualCNN` of 3x3 convolutions; its default overlap is the
+    larger of 24 and its depth, its default tile 256):
     no seams, and memory bounded by the tile size whatever the image size. An
     :class:`~aebook.restoration.nets.EncoderDecoder` sees farther than any affordable overlap; its defaults
     (``EncoderDecoder.tile``, ``EncoderDecoder.overlap``: tiles of 512 overlapping by 32) make a

@@ -30,7 +30,8 @@ LOADERS: dict[str, Callable[[Path, torch.device | str], tuple[nn.Module, dict[st
     **{name: _restorer for name in ARCHITECTURES}, **{name: load_codec for name in CODECS}}
 
 
-def pretrained(name: str, device: torch.device | str = "cpu", root: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def pretrained(name: str, device: torch.device | str = "cpu",
+               root: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Load a shipped model by name, hash-checked against the manifest: ``(model, config)``.
 
     Every kind returns the same two things: the model in eval mode on ``device`` and its parsed
