@@ -345,9 +345,10 @@ def test_one_jpeg_one_bicubic_one_block_klt_one_timer():
     assert [k.split(":")[0] for k in klt] == ["aebook/baselines.py"], klt  # block_klt
     for user, fn in (("aebook.codecs.klt", "KLTCodec.fit_transform"), ("aebook.baselines", "BlockKLT.fit")):
         assert "block_klt" in ast.unparse(_function(TREES[user], fn)), (user, fn)
-    # the clock and the device's queue: runtime.synchronize / timed / time_call; CudaGraphStep waits for its warm-up
+    # the clock and the device's queue: runtime.synchronize / timed / time_call / cpu_times; CudaGraphStep waits
+    # for its warm-up
     assert {s.split(":")[0] for s in sync} <= {"aebook/runtime.py", "aebook/train.py"}, sync
-    for helper in ("synchronize", "timed", "time_call"):
+    for helper in ("synchronize", "timed", "time_call", "cpu_times"):
         assert [m for m, t in TREES.items() if helper in _defined(t)] == ["aebook.runtime"], helper
 
 

@@ -157,7 +157,7 @@ def test_figure_box_shows_and_scores_a_square():
 def test_cpu_times_side_by_side_and_threads_restored():
     import torch
 
-    from aebook.restore_eval import cpu_times
+    from aebook.runtime import cpu_times
 
     threads = torch.get_num_threads()
     busy = lambda n: sum(i * i for i in range(n))  # noqa: E731
@@ -169,8 +169,7 @@ def test_cpu_times_side_by_side_and_threads_restored():
 
 
 def test_receptive_field_and_description_of_both_architectures():
-    from aebook.restore import EncoderDecoder, ResidualCNN
-    from aebook.restore_eval import describe_restorer, receptive_field
+    from aebook.restoration.nets import EncoderDecoder, ResidualCNN, describe_restorer, receptive_field
 
     cnn = ResidualCNN(1, 1, depth=5, width=4)
     assert receptive_field(cnn, size=64) == 11  # five 3x3 convolutions: 2 * 5 + 1
