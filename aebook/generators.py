@@ -13,8 +13,8 @@ holding the weights' SHA-256, checked on load). Samples are written as ``.npy`` 
 
 Two measurements of any sampler: :func:`seconds_per_1000` (its speed) and :func:`copy_check`
 (are its samples copies of training images?, drawn by :func:`copy_check_figure`). Two references
-of chapter 4.2: :func:`quantised_reconstruction` (a continuous code at the bits of a VQ-VAE's grid)
-and :func:`independent_samples` (a VQ-VAE's codes drawn without context).
+of chapter 4.2: :func:`quantised_reconstruction` (a continuous code at the bits of a VQ-VAE's grid,
+rounded by :func:`quantise_uniform`) and :func:`independent_samples` (a VQ-VAE's codes drawn without context).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from aebook.diffusion import (LATENT_DIM, build_latent_diffusion, decode_codes, 
 from aebook.generation import nearest_neighbours
 from aebook.imageio import write_image
 from aebook.train import TrainConfig
-from aebook.vqvae import VQVAE, build_vq_generator, quantise_uniform, train_vq_generator
+from aebook.vqvae import VQVAE, build_vq_generator, train_vq_generator
 
 #: Run kinds that :func:`sample_images` can draw from.
 SAMPLERS = ("vae", "vqvae", "latent-diffusion")
@@ -218,6 +218,20 @@ def copy_check_figure(checks: dict[str, dict[str, Any]]):
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def quantise_uniform(codes: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Round each coordinate of ``codes`` to one of ``2**bits`` evenly spaced levels in ``[low, high]`` (per dimension).
+
+    A continuous autoencoder's code of ``d`` numbers then costs ``d * bits`` bits: the
+    comparison at equal bits with a VQ-VAE's grid of indices.
+    """
+    if bits < 1:
+        raise ValueError(f"bits must be >= 1, got {bits}")
+    levels = 2**bits - 1
+    span = (high - low).clamp_min(1e-12)
+    q = torch.round((codes.clamp(low, high) - low) / span * levels)
+    return low + q / levels * span
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@
   code indices, with vertical and horizontal masked-convolution stacks (no blind
   spot); its cross-entropy is the number of bits an entropy coder needs per image.
 - :class:`VQGenerator`: both stages as one module (one run folder).
-- :func:`quantise_uniform`: a continuous code rounded to a number of bits (the comparison at equal bits).
 
 Every module exposes ``loss(inputs, targets) -> (loss, stats)`` and
 ``check_input``, so :func:`aebook.train.fit` trains both stages.
@@ -435,18 +434,3 @@ def train_vq_generator(train: torch.Tensor, epochs: int = 10, prior_epochs: int 
     prior_history = fit(prior, grids, TrainConfig(**{**pbase.__dict__, "epochs": p_epochs}),
                         val=vq.indices(val) if val is not None else None)
     return VQGenerator(vq, prior).eval(), {"autoencoder": vq_history, "prior": prior_history}
-
-
-def quantise_uniform(codes: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Round each coordinate of ``codes`` to one of ``2**bits`` evenly spaced levels in ``[low, high]`` (per dimension).
-
-    A continuous autoencoder's code of ``d`` numbers then costs ``d * bits`` bits: the
-    comparison at equal bits with a VQ-VAE's grid of indices.
-    """
-    if bits < 1:
-        raise ValueError(f"bits must be >= 1, got {bits}")
-    levels = 2**bits - 1
-    span = (high - low).clamp_min(1e-12)
-    q = torch.round((codes.clamp(low, high) - low) / span * levels)
-    return low + q / levels * span
-

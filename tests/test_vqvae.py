@@ -10,8 +10,9 @@ import torch
 from aebook.checkpoint import save_run
 from aebook.generators import load_generator
 from aebook.train import TrainConfig
+from aebook.generators import quantise_uniform
 from aebook.vqvae import (PixelCNN, VectorQuantizer, VQGenerator, VQVAE, build_vq_generator, causal_mask, perplexity,
-                          quantise_uniform, train_vq_generator)
+                          train_vq_generator)
 
 
 def test_quantiser_picks_the_nearest_code_and_passes_gradients_straight_through():

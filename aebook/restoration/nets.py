@@ -4,15 +4,18 @@ Two architectures, one interface, for every task of :mod:`aebook.restoration.tas
 at the damaged image (plus a condition map: the noise level for denoising, the mask for
 inpainting, as FFDNet does) and predicts the *correction* to add to it:
 
-* :class:`EncoderDecoder`, the shipped one: an autoencoder-shaped network in the style of
-  DRUNet (Zhang et al., 2021). Stride-2 convolutions halve the resolution stage by stage down
-  to a coarse bottleneck, transposed convolutions bring it back, and (with ``skips``) each
-  decoder stage adds the encoder's features of the same scale, so fine detail does not have
-  to squeeze through the bottleneck. Channels double as the resolution halves, so each stage
-  costs about the same per pixel while the coarse stages see far (a wide view at low cost).
+* :class:`EncoderDecoder`, the recipe of ``python -m aebook.train_pretrained``: an
+  autoencoder-shaped network in the style of DRUNet (Zhang et al., 2021). Stride-2 convolutions
+  halve the resolution stage by stage down to a coarse bottleneck, transposed convolutions bring
+  it back, and (with ``skips``) each decoder stage adds the encoder's features of the same
+  scale, so fine detail does not have to squeeze through the bottleneck. Channels double as the
+  resolution halves, so each stage costs about the same per pixel while the coarse stages see
+  far (a wide view at low cost).
 * :class:`ResidualCNN`, a full-resolution stack of convolutions in the style of DnCNN
   (Zhang et al., 2017): no downsampling, no bottleneck, a view of ``depth`` pixels each way.
-  :func:`deepen` grows a trained one without changing what it computes.
+  The weights shipped in ``aebook/zoo/weights`` are of this kind until encoder–decoders trained
+  by the recipe above beat them. :func:`deepen` grows a trained one without changing what it
+  computes.
 
 :func:`build_restorer` makes either by name (:data:`ARCHITECTURES`); :func:`describe_restorer` says
 what one is and :func:`receptive_field` measures how far it sees (chapter 4.4 compares them at
@@ -108,8 +111,9 @@ class EncoderDecoder(nn.Module):
     followed by a 2x2 stride-2 convolution; the last (coarsest) stage is the bottleneck; the
     decoder comes back up with 2x2 stride-2 transposed convolutions, each followed by the
     blocks of its scale. With ``skips`` the decoder adds the encoder's output of the same
-    scale before its blocks (DRUNet's additive skips); without them the network is a pure
-    autoencoder, and everything it outputs must pass through the bottleneck.
+    scale before its blocks (DRUNet's additive skips); without them the correction is computed
+    by a pure autoencoder, so all of it must pass through the bottleneck (the damaged image
+    itself is still added at full resolution).
 
     Images of any size are padded (by reflection) to a multiple of ``2 ** (len(widths) - 1)``
     and cropped back.
