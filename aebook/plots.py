@@ -106,6 +106,29 @@ def plot_history(histories: Mapping[str, "object"], log: bool = True):
     return fig
 
 
+def plot_runs(curves: Mapping[tuple[str, Any], Sequence[float]], every: int = 1,
+              lines: Mapping[str, float] | None = None, ylabel: str = "held-out loss", log: bool = True):
+    """Several runs of a few methods: ``curves[method, run]`` sampled every ``every`` steps.
+
+    Runs of one method share a colour and one legend entry; ``lines`` adds labelled horizontal
+    references (e.g. the error of a trivial output).
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    colours: dict[str, str] = {}
+    for (method, _), curve in curves.items():
+        first = method not in colours
+        colours.setdefault(method, f"C{len(colours)}")
+        ax.plot(range(every, every * len(curve) + 1, every), curve, color=colours[method], alpha=0.8,
+                label=method if first else None)
+    for i, (label, value) in enumerate((lines or {}).items()):
+        ax.axhline(value, color="k", ls=(":", "--", "-.")[i % 3], lw=1, label=label)
+    ax.set(xlabel="training steps", ylabel=ylabel, yscale="log" if log else "linear")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_metric_vs_latent(results: Mapping[str, Mapping[int, float]], metric: str = "PSNR (dB)",
                           xlabel: str = "latent size", logx: bool = True):
     """One line per method: ``results[method][latent_size] = value``."""

@@ -74,3 +74,19 @@ def test_markdown_table() -> None:
     assert lines[3] == "| c | – | 2.00 |"
     with pytest.raises(ValueError, match="headers"):
         markdown_table(["a"], [[1, 2]])
+
+
+def test_plot_runs_one_colour_and_label_per_method_and_reference_lines() -> None:
+    import matplotlib.pyplot as plt
+
+    from aebook.plots import plot_runs
+
+    curves = {("a", 0): [3.0, 2.0, 1.0], ("a", 1): [3.0, 2.5, 2.0], ("b", 0): [1.0, 0.5, 0.2]}
+    fig = plot_runs(curves, every=25, lines={"blank": 4.0, "mean": 2.2})
+    ax = fig.axes[0]
+    runs = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+    assert [list(line.get_xdata()) for line in runs] == [[25, 50, 75]] * 3       # steps, not indices
+    assert runs[0].get_color() == runs[1].get_color() != runs[2].get_color()     # one colour per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "blank", "mean"]
+    assert ax.get_yscale() == "log"
+    plt.close(fig)
