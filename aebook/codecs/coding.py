@@ -46,7 +46,7 @@ def compress(img: np.ndarray, codec: ConvCodec, quality: int = 4, model_id: str 
     img : np.ndarray
         ``(H, W)`` (grayscale codec) or ``(H, W, 3)`` (RGB codec), floats in [0, 1]
         (clipped) or uint8. A :class:`~aebook.codecs.conv.ConvCodec` encodes a large image in tiles of
-        :data:`TILE_CELLS` latent cells, so its working memory stays bounded.
+        :data:`~aebook.codecs.conv.TILE_CELLS` latent cells, so its working memory stays bounded.
     codec : ConvCodec or KLTCodec
         Any codec with the interface ``quality_step``, ``encode``, ``to_symbols``, ``coder``
         (:class:`~aebook.codecs.conv.ConvCodec`, :class:`~aebook.codecs.klt.KLTCodec`).

@@ -30,7 +30,7 @@ def train_codec(n_patches: int = 8000, patch_size: int = 32, epochs: int = 10, l
                 lmbda: float = 0.004, seed: int = 0, device: str = "auto", widths: Sequence[int] = (32, 48, 64),
                 batch_size: int = 8, lr: float = 2e-3, progress: bool = False,
                 entropy_model: str = "proxy") -> tuple[ConvCodec, Any]:
-    """Train a grayscale :class:`ConvCodec` on random patches of the training photos.
+    """Train a grayscale :class:`~aebook.codecs.conv.ConvCodec` on random patches of the training photos.
 
     Uses :func:`aebook.data.photo_patches` (``TRAIN_PHOTOS`` only, never the held-out
     ones) and the book's training loop :func:`aebook.train.fit`. Returns the codec

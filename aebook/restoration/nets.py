@@ -133,7 +133,7 @@ class EncoderDecoder(nn.Module):
     """
 
     name = "encoder_decoder"
-    #: Default tile size and overlap for :func:`apply_tiled`: the coarse stages see far, so
+    #: Default tile size and overlap for :func:`~aebook.restoration.inference.apply_tiled`: the coarse stages see far, so
     #: tiles are large (a 512 x 512 image is one tile) and overlap by 32 pixels each way.
     tile, overlap = 512, 32
 

@@ -67,11 +67,11 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     model's folder is ``aebook.zoo.resolve(name)``) instead of a random initialisation: they
     must be a restorer for the same ``task`` with the same architecture and settings
     (``ValueError`` otherwise), except that a :class:`~aebook.restoration.nets.ResidualCNN` may
-    have fewer than ``depth`` layers: a shallower start is grown by :func:`deepen`, keeping its
+    have fewer than ``depth`` layers: a shallower start is grown by :func:`~aebook.restoration.nets.deepen`, keeping its
     function. A second run with a new ``seed`` then sees new patches and new damage: training
     continued in stages.
 
-    ``task`` is one of :data:`TASKS` or a :class:`Task` of its own (e.g. the compression
+    ``task`` is one of :data:`~aebook.restoration.tasks.TASKS` or a :class:`~aebook.restoration.tasks.Task` of its own (e.g. the compression
     artefacts of :func:`aebook.codecs.klt.klt_damage_task`); such a task may warm-start
     from a restorer of *another* task with the same shape (transfer learning: a denoiser
     fine-tuned to remove other damage).
@@ -89,7 +89,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     which knocks a trained network off its optimum before the run can start to improve it.
 
     ``sigma_range`` (denoising) narrows or widens the noise levels drawn for training
-    (:func:`make_task`). ``loss`` is ``"mse"`` (the mean squared error of the batch) or
+    (:func:`~aebook.restoration.tasks.make_task`). ``loss`` is ``"mse"`` (the mean squared error of the batch) or
     ``"psnr"``: the mean of the patches' PSNRs, i.e. each patch's squared-error gradient divided
     by that patch's own (detached) MSE, floored at :data:`PSNR_LOSS_FLOOR`. Under plain MSE the
     noisiest patches dominate the gradient; under ``"psnr"`` a patch counts by its *relative*

@@ -1,8 +1,8 @@
 """The model zoo: the weights shipped inside the package, by name, and the command that trains them.
 
-- :mod:`aebook.zoo.registry`: the manifest (``weights/MANIFEST.json``), :func:`resolve` (a name
-  to a hash-checked run folder), :func:`lineage` (the training stages behind a model).
-- :mod:`aebook.zoo.loading`: :func:`pretrained` (any shipped model, ``(model, config)``).
+- :mod:`aebook.zoo.registry`: the manifest (``weights/MANIFEST.json``), :func:`~aebook.zoo.registry.resolve` (a name
+  to a hash-checked run folder), :func:`~aebook.zoo.registry.lineage` (the training stages behind a model).
+- :mod:`aebook.zoo.loading`: :func:`~aebook.zoo.loading.pretrained` (any shipped model, ``(model, config)``).
 - :mod:`aebook.zoo.training`: the recipes and ``python -m aebook.train_pretrained``.
 - ``weights/``: one run folder per model (safetensors + ``config.json``), and the manifest.
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 from aebook.checkpoint import WEIGHTS, sha256_file
 
-#: Where the shipped weights live: one run folder per model, and ``MANIFEST.json``.
+#: The folder of the shipped weights (one run folder per model, and ``MANIFEST.json``).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
