@@ -32,7 +32,7 @@ from __future__ import annotations
 
 #: The one place that names the version: pyproject.toml reads it, each release is tagged ``v<version>``,
 #: and every chapter's Colab cell installs that tag (tests/test_packaging.py checks all three agree).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 import importlib
 from typing import TYPE_CHECKING, Any
