@@ -15,7 +15,7 @@ from aebook.cli import main
 from aebook.imageio import read_image, write_image
 from aebook.zoo.training import RECIPES
 
-SHIPPED = ("codec", "denoise", "enhance", "inpaint", "kltcodec", "upscale2", "upscale4")
+SHIPPED = ("codec", "denoise", "denoise_cnn", "enhance", "inpaint", "kltcodec", "upscale2", "upscale4")
 
 
 def test_manifest_lists_every_shipped_model_with_its_hash_and_command():
@@ -41,7 +41,7 @@ def test_each_model_loads_by_name(name):
     model, config = loaded
     assert not model.training
     if name not in ("codec", "kltcodec"):
-        assert config["train"]["task"] == name
+        assert config["train"]["task"] == RECIPES[name][1]["task"]
 
 
 def test_tampered_copy_is_refused(tmp_path):
@@ -95,11 +95,13 @@ def test_compress_defaults_to_kltcodec_and_decompress_finds_the_codec_a_file_nam
 
 
 def _copy_denoise(tmp_path):
-    """A pretrained root holding only the shipped denoiser (and its manifest entry)."""
+    """A pretrained root holding only the shipped denoisers (and their manifest entries)."""
     root = tmp_path / "pretrained"
     root.mkdir()
-    shutil.copytree(pt.WEIGHTS_DIR / "denoise", root / "denoise")
-    (root / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": pt.manifest()["denoise"]}}))
+    names = ("denoise", "denoise_cnn")
+    for name in names:
+        shutil.copytree(pt.WEIGHTS_DIR / name, root / name)
+    (root / "MANIFEST.json").write_text(json.dumps({"models": {n: pt.manifest()[n] for n in names}}))
     return root
 
 
@@ -119,8 +121,10 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     start, _ = aebook.pretrained("denoise")
     again, config = aebook.pretrained("denoise", root=root)
     assert config["train"]["init_sha256"] == before["sha256"]
+    storage = RECIPES["denoise"][1]["storage"]  # the recipe saves its weights at this precision
     for key, value in start.state_dict().items():
-        assert (again.state_dict()[key] == value).all(), key
+        kept = value.to(getattr(torch, storage)).float() if value.is_floating_point() else value
+        assert torch.equal(again.state_dict()[key], kept), key
     # A run folder works too; its config.json supplies the command, device and minutes.
     run = tmp_path / "run"
     shutil.copytree(root / "denoise", run)
@@ -134,7 +138,7 @@ def test_warm_start_continues_from_the_given_weights_and_records_them(tmp_path, 
     assert "init" not in pt.manifest(root)["denoise"] and len(pt.lineage("denoise", root)) == 1
     with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
         pt.lineage("nope", root)
-    assert fresh.config["model"] == "encoder_decoder" and start.config["model"] == "residual_cnn"
+    assert fresh.config["model"] == "encoder_decoder" == RECIPES["denoise"][1]["arch"]
     x = torch.rand(1, 1, 16, 16)
     assert torch.equal(fresh(x, torch.zeros_like(x)), x)  # lr 0: still its initial identity
     capsys.readouterr()
@@ -153,7 +157,7 @@ def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
     assert train_main(["denoise", "--init", str(tmp_path / "nowhere"), "--root", str(root), "--quiet"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert (root / "MANIFEST.json").read_text() == manifest_before
-    assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise"]
+    assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise", "denoise_cnn"]
 
 
 def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
@@ -189,7 +193,7 @@ def test_kltcodec_recipe_starts_from_the_denoiser_and_records_it(tmp_path, capsy
     from aebook.zoo.training import main as train_main
 
     root = _copy_denoise(tmp_path)
-    denoiser = pt.manifest(root)["denoise"]
+    denoiser = pt.manifest(root)["denoise_cnn"]
     assert train_main(["kltcodec", "--root", str(root), "--quiet", "--set", "n_patches=16", "--set", "epochs=1"]) == 0
     capsys.readouterr()
     entry = pt.manifest(root)["kltcodec"]
@@ -217,15 +221,15 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
     again, _ = pt.pretrained("kltcodec", root=root)
     for key, value in before.refine.state_dict().items():
         assert torch.equal(again.refine.state_dict()[key], value), key
-    start_depth = aebook.pretrained("denoise", root=root)[0].config["depth"]
+    start_depth = aebook.pretrained("denoise_cnn", root=root)[0].config["depth"]
     assert first["settings"]["depth"] == max(12, start_depth)  # as deep as its start, the recipe's 12 at least
-    # deeper than its start: the network is grown (same function), here from the shipped denoiser
+    # deeper than its start: the network is grown (same function), here from the shipped full-resolution denoiser
     deeper_depth = start_depth + 2
     assert train_main(["kltcodec", "--set", f"depth={deeper_depth}", "--set", "lr=0", *tiny]) == 0
     deeper, config = pt.pretrained("kltcodec", root=root)
     assert config["model"]["depth"] == deeper_depth
     x, cond = torch.rand(1, 1, 24, 24), torch.full((1, 1, 24, 24), 0.1)
-    denoiser, _ = aebook.pretrained("denoise", root=root)
+    denoiser, _ = aebook.pretrained("denoise_cnn", root=root)
     with torch.no_grad():
         assert torch.allclose(deeper.refine(x, cond), denoiser(x, cond), atol=1e-5)
     capsys.readouterr()
@@ -317,3 +321,28 @@ def test_rerun_commands_refuse_unknown_models_and_foreign_commands(tmp_path):
     (tmp_path / "MANIFEST.json").write_text(json.dumps({"models": {"denoise": {"path": "denoise", "command": "make"}}}))
     with pytest.raises(ValueError, match="not made by train_pretrained"):
         rerun_commands("denoise", root=tmp_path)
+
+
+def test_restorers_are_saved_at_the_precision_asked_and_load_as_float32(tmp_path):
+    from aebook.restoration.nets import EncoderDecoder, load_restorer, save_restorer
+
+    torch.manual_seed(0)
+    net = EncoderDecoder(1, 1, (8, 16), (1, 1)).eval()
+    with torch.no_grad():  # a fresh network outputs its input; give every weight a value
+        for p in net.parameters():
+            p.normal_(0, 0.1)
+    for storage in ("float32", "float16"):
+        save_restorer(tmp_path / storage, net, "denoise", storage=storage)
+    sizes = {s: (tmp_path / s / WEIGHTS).stat().st_size for s in ("float32", "float16")}
+    assert sizes["float16"] < 0.55 * sizes["float32"]  # half the file
+    x, cond = torch.rand(1, 1, 32, 32), torch.full((1, 1, 32, 32), 0.1)
+    with torch.no_grad():
+        want = net(x, cond)
+        for storage in ("float32", "float16"):
+            model, task, _ = load_restorer(tmp_path / storage)
+            assert task == "denoise" and all(p.dtype == torch.float32 for p in model.parameters())
+            err = (model(x, cond) - want).abs().max().item()
+            assert (err == 0) if storage == "float32" else (0 < err < 1e-2), (storage, err)
+    with pytest.raises(ValueError, match="storage must be one of"):
+        save_restorer(tmp_path / "x", net, "denoise", storage="int8")
+    assert not (tmp_path / "x").exists()

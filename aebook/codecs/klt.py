@@ -20,7 +20,8 @@ short training leaves it short of JPEG. This codec splits the work differently:
 4. **Decoder: inverse transform, then a network.** A :class:`aebook.restoration.nets.ResidualCNN`,
    told the quantisation step, removes what quantisation left behind (blocking, ringing,
    flattened texture). It is trained on the training photos coded at random steps
-   (:func:`klt_damage_task`), starting from the shipped denoiser's weights
+   (:func:`klt_damage_task`), starting from the weights of the shipped full-resolution
+   denoiser, ``denoise_cnn``
    (:func:`aebook.codecs.training.train_klt_codec`).
 
 Only the decoder network is learned by gradient descent; the encoder is the linear

@@ -54,7 +54,7 @@ def train_klt_codec(n_patches: int = 16000, patch_size: int = 40, epochs: int = 
 
     The network starts from ``init`` (None: from scratch), a run folder of the same width and at
     most ``depth`` layers (a shallower one grown by :func:`aebook.restoration.nets.deepen`): a
-    restorer (the shipped recipe starts from the shipped denoiser, ``aebook.zoo.resolve("denoise")``:
+    restorer (the shipped recipe starts from the full-resolution denoiser, ``aebook.zoo.resolve("denoise_cnn")``:
     quantisation error looks much like noise) or a kltcodec, whose own decoder network then goes
     on training (continued in stages). It trains with
     :func:`aebook.restoration.training.train_restorer` on :func:`~aebook.codecs.klt.klt_damage_task`.

@@ -273,10 +273,14 @@ def describe_restorer(config: Mapping[str, object]) -> str:
 
 
 def save_restorer(run_dir, model: nn.Module, task: str, losses: list[float] | None = None,
-                  train_config: dict | None = None):
-    """Save a trained restorer as a run folder (safetensors + config.json with SHA-256), atomically."""
+                  train_config: dict | None = None, storage: str = "float32"):
+    """Save a trained restorer as a run folder (safetensors + config.json with SHA-256), atomically.
+
+    ``storage`` is ``"float32"`` or ``"float16"`` (half the file; see :func:`aebook.checkpoint.save_run`).
+    """
     make_task(task)  # validates the name
-    return save_run(run_dir, model, {"train_loss": losses or []}, {"task": task, **(train_config or {})})  # type: ignore[arg-type]
+    return save_run(run_dir, model, {"train_loss": losses or []}, {"task": task, **(train_config or {})},  # type: ignore[arg-type]
+                    storage=storage)
 
 
 def build_from_config(cfg: dict, where: str | Path = "config.json") -> nn.Module:

@@ -23,7 +23,7 @@ them: the chain of commands that reproduces the shipped weights.
 Each recipe is a fixed set of keyword arguments for
 :func:`aebook.restoration.training.train_restorer`, :func:`aebook.codecs.training.train_codec` or
 :func:`aebook.codecs.training.train_klt_codec` (whose decoder network starts from the
-shipped denoiser unless ``--init`` names other weights);
+shipped full-resolution denoiser, ``denoise_cnn``, unless ``--init`` names other weights);
 ``--set`` overrides are recorded next to the weights (``config.json``) and in the
 manifest, together with the exact command line, the device, the wall-clock minutes (``wall_minutes``: elapsed
 time, not CPU time, so a busy machine reads slower) and
@@ -63,9 +63,14 @@ from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
 #: ``width`` are the settings of the older ``residual_cnn`` architecture (ignored here; kept
 #: so that stages recorded with them can be rerun).
 RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 2, 4], skips=True,
-                depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse")
+                depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse",
+                storage="float16")
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14, sigma_range=[0.0, 55.0])),
+    # The full-resolution 17 x 32 stack (DnCNN's shape) that denoised before the encoder-decoders:
+    # chapter 4.4's comparison, and the kltcodec's starting point.
+    "denoise_cnn": ("restorer", dict(RESTORER, arch="residual_cnn", task="denoise", patch_size=40, batch_size=32,
+                                     n_patches=16000, epochs=14, sigma_range=[0.0, 55.0], storage="float32")),
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
     "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
@@ -108,7 +113,7 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     if minutes is not None:  # restorers and the kltcodec
         kwargs["minutes"] = minutes
     if kind == "kltcodec" and init is None:
-        init = "denoise"  # its decoder network starts from the shipped denoiser
+        init = "denoise_cnn"  # its decoder network starts from the shipped full-resolution denoiser
     if init is not None and not Path(init).is_dir() and not (root / init).is_dir():
         init_root = WEIGHTS_DIR  # a shipped model's name, training into another folder
     else:
@@ -129,6 +134,8 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
             if "width" in kwargs and "width" not in given and "width" in start_model:
                 kwargs["width"] = start_model["width"]
     start = time.perf_counter()
+    recorded = dict(kwargs)  # the settings as recorded, with the storage type of the weights
+    storage = kwargs.pop("storage", "float32")  # how the weights are saved, not a training setting
     if kind == "restorer":
         task = kwargs.pop("task")
         model, losses = train_restorer(task, device=str(dev), progress=progress, init=init_dir, **kwargs)
@@ -140,17 +147,16 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         model, fitted = train_codec(device=str(dev), progress=progress, **kwargs)
         history = fitted.to_dict()
     elapsed = time.perf_counter() - start
-    train_config = {**kwargs, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
+    train_config = {**recorded, "device": str(dev), "wall_minutes": round(elapsed / 60, 2), "command": command}
     if init_entry:
         train_config["init_sha256"] = init_entry["sha256"]
     if kind == "restorer":
-        save_restorer(root / name, model.cpu(), task, history["train_loss"], train_config)
-        kwargs["task"] = task
+        save_restorer(root / name, model.cpu(), task, history["train_loss"], train_config, storage=storage)
     else:
         save_codec(root / name, model.cpu(), history, train_config)
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"
     entry = {"path": name, "kind": kind, "sha256": sha256_file(root / name / WEIGHTS), "command": command,
-             "settings": kwargs, "device": f"{dev.type}: {device_name}", "wall_minutes": round(elapsed / 60, 2),
+             "settings": recorded, "device": f"{dev.type}: {device_name}", "wall_minutes": round(elapsed / 60, 2),
              "threads": torch.get_num_threads()}
     if init_entry:
         entry["init"] = {k: v for k, v in init_entry.items() if k != "run_dir"}
