@@ -424,7 +424,8 @@ def test_encoder_decoder_trains_saves_and_loads(tmp_path):
     ({"widths": [4, 200000]}, "widths must be an integer in"),
     ({"blocks": [1, 30000]}, "blocks must be an integer in"),
     ({"blocks": [1]}, "of the same length"),
-    ({"skips": "yes"}, "skips must be true or false"),
+    ({"skips": "yes"}, "skips and global_context must be true or false"),
+    ({"global_context": 1}, "skips and global_context must be true or false"),
 ])
 def test_hostile_encoder_decoder_configs_are_refused_before_building(tmp_path, change, message):
     import json
@@ -452,3 +453,42 @@ def test_noise_level_is_estimated_within_two_levels_or_ten_percent_even_where_pi
     assert estimate_noise_sigma(img) < 3  # a clean photo reads almost no noise
     with pytest.raises(ValueError, match="at least 4 x 4"):
         estimate_noise_sigma(np.zeros((2, 9)))
+
+
+def test_the_enhance_training_damage_is_the_one_the_book_measures_with():
+    """Training pairs for ``enhance`` are made as ``random_degradation`` makes the test damage:
+    colour cast first, then gamma, contrast and brightness, with the same ranges."""
+    from aebook.restoration.damage import adjust_exposure, colour_cast, degrade_batch, degradation_batch
+
+    rgb = load_photo("astronaut")[:48, :40]
+    params = dict(brightness=0.15, contrast=1.3, gamma=0.6, gains=[1.15, 0.85, 1.0])
+    want = adjust_exposure(colour_cast(rgb, params["gains"]), params["brightness"], params["contrast"], params["gamma"])
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    one = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+    got = degrade_batch(x, one(params["brightness"]), one(params["contrast"]), one(params["gamma"]), one(params["gains"]))
+    np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy(), want, atol=1e-5)
+    # random draws: one set per image, within the ranges (a gain-only change keeps ratios of channels)
+    batch = degradation_batch(x.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    means = batch.mean(dim=(1, 2, 3))
+    assert batch.shape == (64, 3, 48, 40) and means.std() > 0.05 and 0 <= batch.min() and batch.max() <= 1
+    made, _ = make_task("enhance", channels=3).make(x.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert torch.equal(made, batch)  # the task's training damage is exactly this
+
+
+def test_the_global_branch_lets_the_whole_image_change_every_pixel():
+    """With ``global_context`` a change far outside every convolution's window still moves a
+    pixel's output (whole-image statistics); without it, it cannot. Both start as the identity."""
+    from aebook.restoration.nets import EncoderDecoder
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 400)
+    far = x.clone()
+    far[..., 300:] = 1.0  # only the right end changes
+    for glob in (False, True):
+        net = EncoderDecoder(3, 0, (4, 8), (1, 1), skips=True, global_context=glob).eval()
+        with torch.no_grad():
+            assert torch.equal(net(x), x)  # a new network is the identity
+            for p in net.parameters():
+                p.normal_(0, 0.2)
+            moved = (net(far) - net(x))[..., :100].abs().max().item()  # pixels 200+ away from the change
+        assert (moved > 1e-4) if glob else (moved == 0), (glob, moved)

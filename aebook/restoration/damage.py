@@ -297,6 +297,33 @@ def random_degradation(
 # --------------------------------------------------------------------------- torch batches
 
 
+def degrade_batch(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, gamma: torch.Tensor,
+                  gains: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`colour_cast` then :func:`adjust_exposure` on a batch ``(N, C, H, W)``, one set of
+    parameters per image (tensors of shape ``(N, 1, 1, 1)``; ``gains`` ``(N, 3, 1, 1)``, colour only)."""
+    out = x.clamp(0, 1)
+    if gains is not None:
+        out = (out * gains).clamp(0, 1)
+    return ((out ** gamma - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+
+
+def degradation_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`random_degradation` for a batch ``(N, C, H, W)`` in [0, 1]: one draw per image.
+
+    The same ranges (:data:`DEGRADATION_RANGES`) and the same order (:func:`degrade_batch`) as
+    the function the book measures with. ``generator`` must live on ``x.device``.
+    """
+    n, dev, r = x.shape[0], x.device, DEGRADATION_RANGES
+
+    def uniform(lo: float, hi: float, channels: int = 1) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, channels, 1, 1, generator=generator, device=dev, dtype=x.dtype)
+
+    brightness, contrast = uniform(*r["brightness"]), uniform(*r["contrast"])
+    gamma = torch.exp(uniform(*np.log(r["gamma"]).tolist()))
+    gains = uniform(*r["gain"], channels=3) if x.shape[1] == 3 else None
+    return degrade_batch(x, brightness, contrast, gamma, gains)
+
+
 def gaussian_noise_batch(
     x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -130,6 +130,12 @@ class EncoderDecoder(nn.Module):
         Residual blocks per stage, same length as ``widths``.
     skips
         Add the encoder's features to the decoder's at each scale.
+    global_context
+        Add a global branch: the bottleneck's features averaged over the whole image, through a
+        small MLP, scale and shift the features of the bottleneck and of every decoder stage
+        (FiLM). It lets a correction depend on statistics of the whole image (its exposure, its
+        colour cast), which no convolution's window holds. It starts as the identity.
+        :func:`~aebook.restoration.inference.apply_tiled` computes it per tile (512 pixels).
     """
 
     name = "encoder_decoder"
@@ -138,14 +144,15 @@ class EncoderDecoder(nn.Module):
     tile, overlap = 512, 32
 
     def __init__(self, channels: int = 1, cond_channels: int = 0, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 blocks: tuple[int, ...] = (1, 1, 1, 1), skips: bool = True) -> None:
+                 blocks: tuple[int, ...] = (1, 1, 1, 1), skips: bool = True, global_context: bool = False) -> None:
         super().__init__()
         widths, blocks = tuple(int(w) for w in widths), tuple(int(b) for b in blocks)
         if (channels not in (1, 3) or not 2 <= len(widths) <= 6 or len(blocks) != len(widths)
                 or min(widths) < 1 or min(blocks) < 0):
             raise ValueError(f"bad EncoderDecoder settings: channels={channels}, widths={widths}, blocks={blocks}")
         self.config = {"model": self.name, "channels": channels, "cond_channels": cond_channels,
-                       "widths": list(widths), "blocks": list(blocks), "skips": bool(skips)}
+                       "widths": list(widths), "blocks": list(blocks), "skips": bool(skips),
+                       "global_context": bool(global_context)}
         self.channels, self.cond_channels, self.skips = channels, cond_channels, bool(skips)
         self.multiple = 2 ** (len(widths) - 1)
         self.head = nn.Conv2d(channels + cond_channels, widths[0], 3, padding=1)
@@ -159,6 +166,13 @@ class EncoderDecoder(nn.Module):
         self.tail = nn.Conv2d(widths[0], channels, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # start as the identity: output = input
         nn.init.zeros_(self.tail.bias)
+        self.film_widths = [widths[-1], *reversed(widths[:-1])]  # bottleneck, then decoder stages
+        self.context: nn.Module | None = None
+        if global_context:
+            self.context = nn.Sequential(nn.Linear(widths[-1], widths[-1]), nn.ReLU(inplace=True),
+                                         nn.Linear(widths[-1], 2 * sum(self.film_widths)))
+            nn.init.zeros_(self.context[-1].weight)  # no modulation at the start
+            nn.init.zeros_(self.context[-1].bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
@@ -174,9 +188,17 @@ class EncoderDecoder(nn.Module):
             saved.append(h)
             h = down(h)
         h = self.bottleneck(h)
-        for up, blocks, skip in zip(reversed(self.up), reversed(self.decoder), reversed(saved)):
+        films: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.context is not None:  # one (scale, shift) per channel of each modulated stage
+            params = self.context(h.mean(dim=(2, 3)))[..., None, None].split(
+                [w for w in self.film_widths for _ in range(2)], dim=1)
+            films = list(zip(params[0::2], params[1::2]))
+            h = h * (1 + films[0][0]) + films[0][1]
+        for i, (up, blocks, skip) in enumerate(zip(reversed(self.up), reversed(self.decoder), reversed(saved)), 1):
             h = up(h)
             h = blocks(h + skip if self.skips else h)
+            if films:
+                h = h * (1 + films[i][0]) + films[i][1]
         return x + self.tail(h)[..., :h0, :w0]
 
 
@@ -267,8 +289,9 @@ def describe_restorer(config: Mapping[str, object]) -> str:
         widths, blocks = list(config["widths"]), list(config["blocks"])
         links = ("with skips (U-Net)" if config.get("skips", True)
                  else "without skips (an autoencoder: its correction passes the bottleneck)")
+        glob = ", with a global branch (whole-image statistics)" if config.get("global_context") else ""
         return (f"encoder-decoder {links}: {len(widths)} scales down to 1/{2 ** (len(widths) - 1)}, "
-                f"widths {'-'.join(map(str, widths))}, residual blocks {'-'.join(map(str, blocks))}")
+                f"widths {'-'.join(map(str, widths))}, residual blocks {'-'.join(map(str, blocks))}{glob}")
     raise ValueError(f"not a restorer config: model {kind!r}")
 
 
@@ -293,9 +316,11 @@ def build_from_config(cfg: dict, where: str | Path = "config.json") -> nn.Module
                 and len(blocks) == len(widths)):
             raise ValueError(f"{where}: widths and blocks must be lists of 2 to 6 integers of the same "
                              f"length, got {widths!r} and {blocks!r}")
-        if not isinstance(skips, bool):
-            raise ValueError(f"{where}: the model's skips must be true or false, got {skips!r}")
-        return EncoderDecoder(cfg["channels"], cfg["cond_channels"], widths, blocks, skips)
+        glob = cfg.get("global_context", False)
+        if not isinstance(skips, bool) or not isinstance(glob, bool):
+            raise ValueError(f"{where}: the model's skips and global_context must be true or false, "
+                             f"got {skips!r} and {glob!r}")
+        return EncoderDecoder(cfg["channels"], cfg["cond_channels"], widths, blocks, skips, glob)
     if cfg["model"] != ResidualCNN.name:
         raise ValueError(f"{where} describes a {cfg['model']!r} model, not a restorer")
     check_sizes(cfg, where, channels=(1, 3), cond_channels=(0, 8), depth=(2, 256), width=(1, 1024))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from aebook.imageio import upsample_bicubic
-from aebook.restoration.damage import block_mask_batch, scratch_mask_batch
+from aebook.restoration.damage import block_mask_batch, degradation_batch, scratch_mask_batch
 
 #: Names of the restoration tasks.
 TASKS = ("denoise", "inpaint", "inpaint_blind", "upscale2", "upscale4", "enhance")
@@ -121,16 +121,7 @@ def _upscale_make(scale):
 
 
 def _enhance_make(clean, gen):
-    n, dev = clean.shape[0], clean.device
-
-    def u(lo, hi):
-        return (lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=gen, device=dev))
-
-    gamma = torch.exp(u(np.log(0.5), np.log(2.0)))
-    out = clean.clamp(0, 1) ** gamma
-    out = (out - 0.5) * u(0.6, 1.4) + 0.5 + u(-0.2, 0.2)
-    gains = 0.8 + 0.4 * torch.rand(n, clean.shape[1], 1, 1, generator=gen, device=dev)
-    return (out * gains).clamp(0, 1), None
+    return degradation_batch(clean, gen), None
 
 
 def keep_known(damaged: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -53,13 +53,13 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    sigma_range: tuple[float, float] | None = None,
                    loss: str = "mse", arch: str = "residual_cnn",
                    widths: tuple[int, ...] = (32, 64, 128, 256), blocks: tuple[int, ...] = (1, 1, 1, 1),
-                   skips: bool = True) -> tuple[nn.Module, list[float]]:
+                   skips: bool = True, global_context: bool = False) -> tuple[nn.Module, list[float]]:
     """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
 
     ``arch`` chooses the network (:data:`~aebook.restoration.nets.ARCHITECTURES`): ``"residual_cnn"``
     (a :class:`~aebook.restoration.nets.ResidualCNN` of ``depth`` convolutions of ``width``
     channels) or ``"encoder_decoder"`` (an :class:`~aebook.restoration.nets.EncoderDecoder` with
-    ``widths``, ``blocks`` and ``skips``); the other architecture's settings are ignored.
+    ``widths``, ``blocks``, ``skips`` and ``global_context``); the other architecture's settings are ignored.
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
     Patches are held on the device; damage is drawn afresh for every batch.
@@ -108,7 +108,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
     options = {"depth": depth, "width": width} if arch == "residual_cnn" else {
-        "widths": tuple(widths), "blocks": tuple(blocks), "skips": skips}
+        "widths": tuple(widths), "blocks": tuple(blocks), "skips": skips, "global_context": global_context}
     model = build_restorer(arch, spec.channels, spec.cond_channels, **options)
     if init is not None:
         if isinstance(init, nn.Module):  # a network in hand (e.g. a codec's decoder): the caller's task

@@ -62,7 +62,7 @@ from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
 #: so that a 512 x 512 image is restored in under a second on a laptop CPU. ``depth`` and
 #: ``width`` are the settings of the older ``residual_cnn`` architecture (ignored here; kept
 #: so that stages recorded with them can be rerun).
-RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 2, 4], skips=True,
+RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 2, 4], skips=True, global_context=False,
                 depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse",
                 storage="float16")
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -74,7 +74,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
     "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
-    "enhance": ("restorer", dict(RESTORER, task="enhance", n_patches=3000, epochs=4)),
+    # Exposure and colour casts are global: a branch sees the statistics of the whole image.
+    "enhance": ("restorer", dict(RESTORER, task="enhance", global_context=True, n_patches=8000, epochs=8)),
     "codec": ("codec", dict(n_patches=6000, patch_size=32, epochs=6, latent_channels=8, lmbda=0.004,
                             batch_size=8, lr=2e-3, seed=0)),
     "kltcodec": ("kltcodec", dict(n_patches=16000, patch_size=40, epochs=4, depth=12, width=32, batch_size=32,
@@ -126,7 +127,7 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         if "arch" in kwargs and "arch" not in given and start_model.get("model") in ("residual_cnn", "encoder_decoder"):
             kwargs["arch"] = start_model["model"]
         if kwargs.get("arch") == "encoder_decoder" and start_model.get("model") == "encoder_decoder":
-            for key in ("widths", "blocks", "skips"):
+            for key in ("widths", "blocks", "skips", "global_context"):
                 if key not in given and key in start_model:
                     kwargs[key] = start_model[key]
         elif "depth" in kwargs and "depth" not in given:
