@@ -10,6 +10,7 @@ task       damage                                      baseline
 denoise    Gaussian noise, sigma 25 (``--sigma``)       BM3D (``--bm3d``; slow)
 inpaint    25 % of the 8 x 8 blocks missing             biharmonic inpainting
 upscale2   2 x 2 block means                            bicubic interpolation
+enhance    exposure and colour cast (colour photos)     histogram equalisation (global)
 =========  ==========================================  ====================
 
 and, for the denoisers, the CPU time of ``restore_image`` on a 512 x 512 photo, measured
@@ -17,10 +18,11 @@ interleaved (``time.process_time``, best of ``--repeats``), so that two networks
 the same conditions. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
-    python benchmarks/restorers.py inpaint=inpaint upscale2=upscale2 --threads 2
+    python benchmarks/restorers.py inpaint=inpaint upscale2=upscale2 enhance=enhance --threads 2
 
 Each argument is ``TASK=MODEL``. The last line of ``--json`` output is one JSON object:
-``{"psnr": {task: {method: mean dB}}, "gain": {task: {model: dB over the baseline}},
+``{"psnr": {task: {method: mean dB}}, "ssim": {task: {method: mean SSIM}},
+"gain": {task: {model: dB over the baseline}},
 "cpu_seconds": {model: s}, "per_image": ...}``.
 """
 
@@ -34,13 +36,13 @@ import time
 import numpy as np
 import torch
 
-from aebook.restoration.classical import denoise_bm3d, inpaint_biharmonic, upscale_bicubic
+from aebook.restoration.classical import denoise_bm3d, equalize_histogram, inpaint_biharmonic, upscale_bicubic
 from aebook.zoo import resolve
 from aebook.restoration.inference import restore_image
 from aebook.restoration.nets import load_restorer
 from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_damage
 
-TASKS = ("denoise", "inpaint", "upscale2")
+TASKS = ("denoise", "inpaint", "upscale2", "enhance")
 
 
 def _network(model: torch.nn.Module, task: str):
@@ -90,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"restorers: error: {err}", file=sys.stderr)
         return 2
     photos = load_held_out(gray=True, crop=args.crop)
+    colour_photos = load_held_out(gray=False, crop=args.crop)
     baselines = {"denoise": ("BM3D", lambda d: denoise_bm3d(d.damaged, d.sigma)),
                  "inpaint": ("biharmonic", lambda d: inpaint_biharmonic(d.damaged, d.mask)),
-                 "upscale2": ("bicubic", lambda d: upscale_bicubic(d.damaged, 2))}
+                 "upscale2": ("bicubic", lambda d: upscale_bicubic(d.damaged, 2)),
+                 "enhance": ("histogram eq.", lambda d: equalize_histogram(d.damaged, "global"))}
     damages = {"denoise": make_damage("noise", sigma=args.sigma), "inpaint": make_damage("blocks", fraction=0.25),
-               "upscale2": make_damage("downsample", scale=2)}
-    result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "psnr": {}, "gain": {},
+               "upscale2": make_damage("downsample", scale=2), "enhance": make_damage("exposure")}
+    result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()
     with torch.inference_mode():
@@ -104,14 +108,17 @@ def main(argv: list[str] | None = None) -> int:
             base_name, base = baselines[task]
             if task != "denoise" or args.bm3d:
                 methods[base_name] = base
-            ev = evaluate_methods(photos, damages[task], methods, score_damaged=False)
+            ev = evaluate_methods(colour_photos if task == "enhance" else photos, damages[task], methods,
+                                  score_damaged=False)
             means = ev.means()
             result["psnr"][task] = {m: round(means[m]["psnr"], 4) for m in methods}
+            result["ssim"][task] = {m: round(means[m]["ssim"], 4) for m in methods}
             result["per_image"][task] = {m: {n: round(v, 4) for n, v in row.items()}
                                          for m, row in ev.per_image("psnr").items()}
             if base_name in methods:
                 result["gain"][task] = {m: round(means[m]["psnr"] - means[base_name]["psnr"], 4) for m in models}
-            print(f"{task}: " + "  ".join(f"{m} {means[m]['psnr']:.3f}" for m in methods), flush=True)
+            print(f"{task}: " + "  ".join(f"{m} {means[m]['psnr']:.3f} dB / {means[m]['ssim']:.4f}" for m in methods),
+                  flush=True)
         if "denoise" in by_task:
             image = load_held_out(gray=True, names=["camera"])["camera"]
             result["cpu_seconds"] = cpu_seconds(by_task["denoise"], image, args.repeats)

@@ -182,3 +182,22 @@ def test_receptive_field_and_description_of_both_architectures():
     assert "without skips" in describe_restorer(no_skips) and "1/2" in describe_restorer(no_skips)
     with pytest.raises(ValueError, match="not a restorer"):
         describe_restorer({"model": "vae"})
+
+
+def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "restorers.py")
+    out = subprocess.run([sys.executable, script, "inpaint=inpaint", "enhance=enhance", "--crop", "64",
+                          "--threads", "1", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(result["psnr"]) == {"inpaint", "enhance"}
+    assert set(result["psnr"]["enhance"]) == set(result["ssim"]["enhance"]) == {"enhance", "histogram eq."}
+    for task, base in (("inpaint", "biharmonic"), ("enhance", "histogram eq.")):
+        assert result["gain"][task][task] == pytest.approx(
+            result["psnr"][task][task] - result["psnr"][task][base], abs=1e-3)
+    run = subprocess.run([sys.executable, script, "enhance=denoise"], capture_output=True, text=True)
+    assert run.returncode == 2 and "is a 'denoise' restorer, not a 'enhance' one" in run.stderr
