@@ -419,6 +419,21 @@ def test_encoder_decoder_trains_saves_and_loads(tmp_path):
                        widths=(4, 8), blocks=(2, 1), init=str(run), progress=False)
 
 
+def test_super_resolution_warm_starts_across_scales_and_nothing_else_does(tmp_path):
+    from aebook.restoration.nets import save_restorer
+
+    tiny = dict(epochs=1, n_patches=32, patch_size=32, arch="encoder_decoder", widths=(4, 8), blocks=(1, 1),
+                progress=False)
+    x2, _ = train_restorer("upscale2", **tiny)
+    run = save_restorer(tmp_path / "x2", x2, "upscale2")
+    x4, _ = train_restorer("upscale4", **{**tiny, "lr": 0.0}, init=str(run))  # lr 0: exactly the start
+    for key, value in x2.state_dict().items():
+        assert torch.equal(x4.state_dict()[key], value), key
+    for other in ("denoise", "inpaint", "enhance"):  # other jobs, other inputs: refused
+        with pytest.raises(ValueError, match="cannot warm-start"):
+            train_restorer(other, **tiny, init=str(run))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"widths": [4] * 7, "blocks": [1] * 7}, "lists of 2 to 6 integers"),
     ({"widths": [4, 200000]}, "widths must be an integer in"),

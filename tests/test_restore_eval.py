@@ -73,6 +73,8 @@ def test_helpers():
     assert verdict("AE", 29.0, "BM3D", 29.05, tie=0.1).startswith("AE matches BM3D")
     table, met = goals_table([("gain over bicubic", 0.4, 1.0), ("gain over TV", 0.5, 0.0)])
     assert met == [False, True] and "| no |" in table and "| yes |" in table
+    table, met = goals_table([("SSIM gain", 0.0123, 0.0, ""), ("PSNR gain", 0.5, 0.2)])
+    assert met == [True, True] and "| +0.012 | +0.000 |" in table and "| +0.50 dB | +0.20 dB |" in table
 
 
 def test_bad_input():

@@ -143,13 +143,20 @@ def verdict(a_name: str, a: float, b_name: str, b: float, unit: str = "dB", tie:
     return f"{a_name} {verb} {b_name} by {abs(diff):.2f} {unit}"
 
 
-def goals_table(goals: Sequence[tuple[str, float, float]], unit: str = "dB") -> tuple[str, list[bool]]:
+def goals_table(goals: Sequence[tuple], unit: str = "dB") -> tuple[str, list[bool]]:
     """Markdown table of goals ``(goal, measured, target)`` with a computed "met?" column.
 
     A goal is met when ``measured >= target`` (state goals as "higher is
-    better", e.g. a PSNR gain). Returns the table and the list of verdicts.
+    better", e.g. a PSNR gain). A goal may give its own unit as a fourth item
+    (``""`` for a plain number such as an SSIM gain, shown with three decimals).
+    Returns the table and the list of verdicts.
     """
-    met = [bool(measured >= target) for _, measured, target in goals]
-    rows = [[goal, f"{measured:+.2f} {unit}", f"{target:+.2f} {unit}", "yes" if ok else "no"]
-            for (goal, measured, target), ok in zip(goals, met)]
+    met = [bool(goal[1] >= goal[2]) for goal in goals]
+
+    def shown(value: float, u: str) -> str:
+        return f"{value:+.2f} {u}" if u else f"{value:+.3f}"
+
+    rows = [[goal[0], shown(goal[1], goal[3] if len(goal) > 3 else unit),
+             shown(goal[2], goal[3] if len(goal) > 3 else unit), "yes" if ok else "no"]
+            for goal, ok in zip(goals, met)]
     return markdown_table(["goal", "measured", "target", "met?"], rows), met

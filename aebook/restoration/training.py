@@ -45,6 +45,11 @@ def training_objective(out: torch.Tensor, target: torch.Tensor, loss: str = "mse
     return (per_patch / (held + PSNR_LOSS_FLOOR)).mean() * (held.mean() + PSNR_LOSS_FLOOR), mse
 
 
+#: Tasks whose networks may warm-start one another: super-resolution at another scale has the
+#: same input (a bicubic enlargement) and the same job, sharpening it.
+SUPER_RESOLUTION = {"upscale2", "upscale4"}
+
+
 def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, patch_size: int = 48,
                    depth: int = 17, width: int = 64, batch_size: int = 64, lr: float = 1e-3,
                    seed: int = 0, device: str = "auto", progress: bool = True,
@@ -65,7 +70,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     Patches are held on the device; damage is drawn afresh for every batch.
     ``init`` (a run folder, or a network in hand) warm-starts from those weights (a shipped
     model's folder is ``aebook.zoo.resolve(name)``) instead of a random initialisation: they
-    must be a restorer for the same ``task`` with the same architecture and settings
+    must be a restorer for the same ``task`` (or, for super-resolution, another scale:
+    :data:`SUPER_RESOLUTION`) with the same architecture and settings
     (``ValueError`` otherwise), except that a :class:`~aebook.restoration.nets.ResidualCNN` may
     have fewer than ``depth`` layers: a shallower start is grown by :func:`~aebook.restoration.nets.deepen`, keeping its
     function. A second run with a new ``seed`` then sees new patches and new damage: training
@@ -117,7 +123,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
             start, start_task, _ = load_restorer(init)
         if isinstance(start, ResidualCNN) and arch == "residual_cnn" and start.config["depth"] < depth:
             start = deepen(start, depth)  # more layers than the start: grow it, same function
-        if (start_task != spec.name and not isinstance(task, Task)) or start.config != model.config:
+        same_job = start_task == spec.name or {start_task, spec.name} <= SUPER_RESOLUTION
+        if (not same_job and not isinstance(task, Task)) or start.config != model.config:
             what = "the given network" if isinstance(init, nn.Module) else f"init {init!r}"
             raise ValueError(f"{what} is a {start_task!r} restorer with {start.config}: it cannot "
                              f"warm-start a {spec.name!r} restorer with {model.config}")
