@@ -129,6 +129,24 @@ def plot_runs(curves: Mapping[tuple[str, Any], Sequence[float]], every: int = 1,
     return fig
 
 
+def grouped_bars(values: Mapping[str, Sequence[float]], groups: Sequence[str], ylabel: str, mean: bool = True):
+    """Bars of ``values[series][group]``, one colour per series, side by side in each group; with
+    ``mean``, a black mark at each group's mean over the series, and a line at zero."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    width = 0.8 / max(len(values), 1)
+    x = np.arange(len(groups))
+    for i, (name, vals) in enumerate(values.items()):
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, vals, width, label=name)
+    if mean and values:
+        ax.plot(x, np.mean(list(values.values()), axis=0), "k_", markersize=30, mew=2, label="mean")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xticks(x, [g.replace(" ", "\n", 1) for g in groups])
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncols=len(values) + 1, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def plot_metric_vs_latent(results: Mapping[str, Mapping[int, float]], metric: str = "PSNR (dB)",
                           xlabel: str = "latent size", logx: bool = True):
     """One line per method: ``results[method][latent_size] = value``."""

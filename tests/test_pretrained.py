@@ -346,3 +346,12 @@ def test_restorers_are_saved_at_the_precision_asked_and_load_as_float32(tmp_path
     with pytest.raises(ValueError, match="storage must be one of"):
         save_restorer(tmp_path / "x", net, "denoise", storage="int8")
     assert not (tmp_path / "x").exists()
+
+
+def test_training_minutes_add_up_every_stage_per_device():
+    for name in pt.available():
+        stages = pt.lineage(name)
+        minutes = pt.training_minutes(name)
+        assert sum(minutes.values()) == pytest.approx(sum(s.get("wall_minutes") or 0 for s in stages))
+        assert all(":" not in device for device in minutes)  # "cpu", "NVIDIA H100 80GB HBM3", ...
+    assert "NVIDIA H100 80GB HBM3" in pt.training_minutes("denoise_cnn")  # its GPU stages are counted

@@ -90,3 +90,20 @@ def test_plot_runs_one_colour_and_label_per_method_and_reference_lines() -> None
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "blank", "mean"]
     assert ax.get_yscale() == "log"
     plt.close(fig)
+
+
+def test_grouped_bars_one_bar_per_series_and_group_and_the_mean() -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from aebook.plots import grouped_bars
+
+    values = {"camera": [1.0, -2.0, 0.5], "coffee": [3.0, 0.0, -0.5]}
+    fig = grouped_bars(values, ["flat part", "faint texture", "edges"], "gain (dB)")
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == sorted([1.0, -2.0, 0.5, 3.0, 0.0, -0.5])
+    mean = next(line for line in ax.get_lines() if line.get_label() == "mean")
+    assert np.allclose(mean.get_ydata(), [2.0, -1.0, 0.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["flat\npart", "faint\ntexture", "edges"]
+    plt.close(fig)

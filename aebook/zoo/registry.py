@@ -50,6 +50,16 @@ def lineage(name: str, root: Path | None = None) -> list[dict[str, Any]]:
     return stages
 
 
+def training_minutes(name: str, root: Path | None = None) -> dict[str, float]:
+    """Wall-clock minutes of training behind a shipped model, over all its stages, per device
+    (``{"cpu": 346.0, "NVIDIA H100 80GB HBM3": 14.0}``, in the order the devices first appear)."""
+    minutes: dict[str, float] = {}
+    for stage in lineage(name, root):
+        device = str(stage.get("device") or "unknown").split(": ")[-1]
+        minutes[device] = minutes.get(device, 0.0) + float(stage.get("wall_minutes") or 0.0)
+    return minutes
+
+
 def available(root: Path | None = None) -> list[str]:
     """Names of the shipped pretrained models."""
     return sorted(manifest(root))
