@@ -10,6 +10,7 @@ task       damage                                      baseline
 denoise    Gaussian noise, sigma 25 (``--sigma``)       BM3D (``--bm3d``; slow)
 inpaint    25 % of the 8 x 8 blocks missing             biharmonic inpainting
 upscale2   2 x 2 block means                            bicubic interpolation
+upscale4   4 x 4 block means                            bicubic interpolation
 enhance    exposure and colour cast (colour photos)     histogram equalisation (global)
 =========  ==========================================  ====================
 
@@ -42,7 +43,7 @@ from aebook.restoration.inference import restore_image
 from aebook.restoration.nets import load_restorer
 from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_damage
 
-TASKS = ("denoise", "inpaint", "upscale2", "enhance")
+TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
 
 
 def _network(model: torch.nn.Module, task: str):
@@ -96,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     baselines = {"denoise": ("BM3D", lambda d: denoise_bm3d(d.damaged, d.sigma)),
                  "inpaint": ("biharmonic", lambda d: inpaint_biharmonic(d.damaged, d.mask)),
                  "upscale2": ("bicubic", lambda d: upscale_bicubic(d.damaged, 2)),
+                 "upscale4": ("bicubic", lambda d: upscale_bicubic(d.damaged, 4)),
                  "enhance": ("histogram eq.", lambda d: equalize_histogram(d.damaged, "global"))}
     damages = {"denoise": make_damage("noise", sigma=args.sigma), "inpaint": make_damage("blocks", fraction=0.25),
-               "upscale2": make_damage("downsample", scale=2), "enhance": make_damage("exposure")}
+               "upscale2": make_damage("downsample", scale=2), "upscale4": make_damage("downsample", scale=4),
+               "enhance": make_damage("exposure")}
     result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()
