@@ -71,7 +71,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     ``init`` (a run folder, or a network in hand) warm-starts from those weights (a shipped
     model's folder is ``aebook.zoo.resolve(name)``) instead of a random initialisation: they
     must be a restorer for the same ``task`` (or, for super-resolution, another scale:
-    :data:`SUPER_RESOLUTION`) with the same architecture and settings
+    :data:`~aebook.restoration.training.SUPER_RESOLUTION`) with the same architecture and settings
     (``ValueError`` otherwise), except that a :class:`~aebook.restoration.nets.ResidualCNN` may
     have fewer than ``depth`` layers: a shallower start is grown by :func:`~aebook.restoration.nets.deepen`, keeping its
     function. A second run with a new ``seed`` then sees new patches and new damage: training
