@@ -45,7 +45,7 @@ def training_objective(out: torch.Tensor, target: torch.Tensor, loss: str = "mse
     return (per_patch / (held + PSNR_LOSS_FLOOR)).mean() * (held.mean() + PSNR_LOSS_FLOOR), mse
 
 
-#: Tasks whose networks may warm-start one another: super-resolution at another scale has the
+#: Tasks whose networks may warm-start one another. Super-resolution at another scale has the
 #: same input (a bicubic enlargement) and the same job, sharpening it.
 SUPER_RESOLUTION = {"upscale2", "upscale4"}
 
