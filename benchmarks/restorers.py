@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"restorers: error: {err}", file=sys.stderr)
         return 2
     photos = load_held_out(gray=True, crop=args.crop)
-    colour_photos = load_held_out(gray=False, crop=args.crop)
+    colour_photos = load_held_out(gray=False, crop=args.crop) if "enhance" in by_task else {}
     baselines = {"denoise": ("BM3D", lambda d: denoise_bm3d(d.damaged, d.sigma)),
                  "inpaint": ("biharmonic", lambda d: inpaint_biharmonic(d.damaged, d.mask)),
                  "upscale2": ("bicubic", lambda d: upscale_bicubic(d.damaged, 2)),
