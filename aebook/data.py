@@ -96,6 +96,13 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
+def _shrink(patch: np.ndarray, size: int) -> np.ndarray:
+    """A ``(h, w[, 3])`` float patch in [0, 1] shrunk to ``size`` x ``size`` by area-averaging."""
+    channels = [patch] if patch.ndim == 2 else [patch[..., c] for c in range(patch.shape[-1])]
+    small = [np.asarray(Image.fromarray(c).resize((size, size), Image.BOX), dtype=np.float32) for c in channels]
+    return small[0] if patch.ndim == 2 else np.stack(small, axis=-1)
+
+
 def photo_patches(
     n: int,
     size: int = 32,
@@ -103,21 +110,40 @@ def photo_patches(
     names: tuple[str, ...] = TRAIN_PHOTOS,
     seed: int = 0,
     augment: bool = True,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    channel_mix: bool = False,
 ) -> torch.Tensor:
     """Cut ``n`` random ``size`` x ``size`` patches from the named photos.
 
     Patches are drawn uniformly over photos, then over positions; with
     ``augment`` each is randomly flipped and rotated by a multiple of 90°.
     Returns a ``(n, C, size, size)`` float tensor in [0, 1].
+
+    A few photos are little data for a network trained long (on a GPU it learns them by heart
+    and does worse on other photos), so two more augmentations make new images from them:
+    ``scale_range`` ``(lo, hi)`` cuts a square of ``size / s`` pixels for a factor ``s`` drawn
+    uniformly in it (``0 < lo <= hi <= 1``) and shrinks it to ``size`` (area-averaging), so a
+    texture is seen at several scales, as in DnCNN's training; ``channel_mix`` makes a
+    grayscale patch of a colour photo with random channel weights (summing to 1) instead of
+    the luminance. The defaults leave both off.
     """
+    lo, hi = (float(v) for v in scale_range)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"scale_range must satisfy 0 < lo <= hi <= 1, got {scale_range}")
     rng = np.random.default_rng(seed)
-    photos = [load_photo(p, gray=gray) for p in names]
+    mix = gray and channel_mix
+    photos = [load_photo(p, gray=gray and not mix) for p in names]
     out = np.empty((n, size, size) if gray else (n, size, size, 3), dtype=np.float32)
     for i in range(n):
         img = photos[rng.integers(len(photos))]
-        y = rng.integers(img.shape[0] - size + 1)
-        x = rng.integers(img.shape[1] - size + 1)
-        patch = img[y : y + size, x : x + size]
+        side = size if hi == 1.0 and lo == 1.0 else min(int(round(size / rng.uniform(lo, hi))), *img.shape[:2])
+        y = rng.integers(img.shape[0] - side + 1)
+        x = rng.integers(img.shape[1] - side + 1)
+        patch = img[y : y + side, x : x + side]
+        if mix:
+            patch = patch @ rng.dirichlet(np.ones(3)).astype(np.float32)
+        if side != size:
+            patch = _shrink(patch, size)
         if augment:
             patch = np.rot90(patch, k=int(rng.integers(4)))
             if rng.random() < 0.5:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import aebook
+import aebook.data
 from aebook.data import DATASET_NAMES, load_dataset, load_photo, photo_patches, photo_tiles
 
 
@@ -42,6 +43,33 @@ def test_patches_reproducible_and_shaped():
     assert a.shape == (10, 1, 16, 16) and torch.equal(a, b)
     assert photo_patches(4, size=16, gray=False).shape == (4, 3, 16, 16)
     assert not torch.equal(a, photo_patches(10, size=16, seed=4))
+
+
+def test_patches_shrunk_cover_a_wider_view(monkeypatch):
+    ramp = np.tile(np.arange(512, dtype=np.float32) / 512, (512, 1))  # brightness = x / 512
+    monkeypatch.setattr(aebook.data, "load_photo", lambda name, gray=False: ramp if gray else np.dstack([ramp] * 3))
+    plain = photo_patches(5, size=32, augment=False, seed=0)
+    halved = photo_patches(5, size=32, augment=False, seed=0, scale_range=(0.5, 0.5))
+    step = lambda p: (p[..., 1:] - p[..., :-1]).mean().item() * 512  # pixels of the photo per patch pixel
+    assert step(plain) == pytest.approx(1.0, abs=1e-3) and step(halved) == pytest.approx(2.0, abs=1e-3)
+    spread = photo_patches(50, size=32, augment=False, seed=0, scale_range=(0.5, 1.0))
+    steps = [step(p) for p in spread]
+    assert min(steps) < 1.2 and max(steps) > 1.8 and 0.999 < min(steps) and max(steps) < 2.001
+    with pytest.raises(ValueError, match="scale_range"):
+        photo_patches(2, size=32, scale_range=(0.0, 1.0))
+
+
+def test_patches_channel_mix_makes_new_grays(monkeypatch):
+    colour = np.zeros((64, 64, 3), np.float32)
+    colour[..., 0], colour[..., 2] = 1.0, 0.5
+    monkeypatch.setattr(aebook.data, "load_photo", lambda name, gray=False: colour.mean(-1) if gray else colour)
+    fixed = photo_patches(20, size=16, seed=0)
+    mixed = photo_patches(20, size=16, seed=0, channel_mix=True)
+    levels = mixed.mean(dim=(1, 2, 3))
+    assert torch.all(fixed == fixed[0, 0, 0, 0])  # one gray without the mix
+    assert levels.std() > 0.05 and levels.min() >= 0 and levels.max() <= 1  # weights summing to 1
+    assert mixed.shape == (20, 1, 16, 16)
+    assert photo_patches(3, size=16, gray=False, channel_mix=True).shape == (3, 3, 16, 16)  # colour: no mix
 
 
 def test_photos_test_split_is_held_out_tiles():

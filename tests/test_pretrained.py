@@ -273,7 +273,7 @@ def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
-    from aebook.zoo.training import build_parser, rerun_commands
+    from aebook.zoo.training import ADDED_SETTINGS, build_parser, rerun_commands
 
     commands = rerun_commands(name, folder="runs")
     stages = pt.lineage(name)
@@ -291,6 +291,9 @@ def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
         for key, value in settings.items():
             if key in recipe and key != "task":
                 assert json.loads(overrides[key]) == value if key in overrides else recipe[key] == value, key
+        for key, then in ADDED_SETTINGS.items():  # a stage older than a setting reruns as it trained
+            if settings.get("task") and key in recipe and key not in settings:
+                assert json.loads(overrides[key]) == then if key in overrides else recipe[key] == then, key
 
 
 def test_rerun_commands_retrain_a_recorded_chain(tmp_path, capsys, monkeypatch):

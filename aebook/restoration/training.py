@@ -58,7 +58,9 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    sigma_range: tuple[float, float] | None = None,
                    loss: str = "mse", arch: str = "residual_cnn",
                    widths: tuple[int, ...] = (32, 64, 128, 256), blocks: tuple[int, ...] = (1, 1, 1, 1),
-                   skips: bool = True, global_context: bool = False) -> tuple[nn.Module, list[float]]:
+                   skips: bool = True, global_context: bool = False,
+                   scale_range: tuple[float, float] = (1.0, 1.0),
+                   channel_mix: bool = False) -> tuple[nn.Module, list[float]]:
     """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
 
     ``arch`` chooses the network (:data:`~aebook.restoration.nets.ARCHITECTURES`): ``"residual_cnn"``
@@ -67,7 +69,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     ``widths``, ``blocks``, ``skips`` and ``global_context``); the other architecture's settings are ignored.
 
     Returns the model (in eval mode) and the mean training loss (MSE) per epoch.
-    Patches are held on the device; damage is drawn afresh for every batch.
+    Patches are held on the device; damage is drawn afresh for every batch. On CUDA the network
+    and the patches are laid out channels-last and cuDNN picks its kernels by timing them.
     ``init`` (a run folder, or a network in hand) warm-starts from those weights (a shipped
     model's folder is ``aebook.zoo.resolve(name)``) instead of a random initialisation: they
     must be a restorer for the same ``task`` (or, for super-resolution, another scale:
@@ -100,6 +103,11 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     by that patch's own (detached) MSE, floored at :data:`PSNR_LOSS_FLOOR`. Under plain MSE the
     noisiest patches dominate the gradient; under ``"psnr"`` a patch counts by its *relative*
     error, as the book's tables count images. The reported losses stay the batch MSE.
+
+    ``scale_range`` and ``channel_mix`` make more training images from the few photos
+    (:func:`~aebook.data.photo_patches`): patches shrunk by a random factor, and grayscale
+    patches of colour photos with random channel weights. Long runs need them: without them
+    a network trained for minutes on a GPU learns the training photos by heart.
     """
     if loss not in ("mse", "psnr"):
         raise ValueError(f"unknown loss {loss!r}: choose 'mse' or 'psnr'")
@@ -112,7 +120,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     spec = task if isinstance(task, Task) else make_task(task, sigma_range=sigma_range)
     dev = pick_device(device)
     torch.manual_seed(seed)
-    clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed).to(dev)
+    clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed,
+                          scale_range=tuple(scale_range), channel_mix=channel_mix).to(dev)
     options = {"depth": depth, "width": width} if arch == "residual_cnn" else {
         "widths": tuple(widths), "blocks": tuple(blocks), "skips": skips, "global_context": global_context}
     model = build_restorer(arch, spec.channels, spec.cond_channels, **options)
@@ -130,6 +139,10 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                              f"warm-start a {spec.name!r} restorer with {model.config}")
         model.load_state_dict(start.state_dict())
     model = model.to(dev)
+    if dev.type == "cuda":  # fixed shapes: let cuDNN pick its fastest kernels; NHWC suits its tensor cores
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+        clean = clean.contiguous(memory_format=torch.channels_last)
     steps = max(1, epochs * (-(-n_patches // batch_size)))
     optimiser = TrainStep(model.parameters(), lr, steps, warmup=warmup, minutes=minutes, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)

@@ -64,7 +64,10 @@ from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
 #: so that stages recorded with them can be rerun).
 RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 2, 4], skips=True, global_context=False,
                 depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse",
-                storage="float16")
+                storage="float16", scale_range=[1.0, 1.0], channel_mix=False)
+#: Restorer settings added to the recipes after some recorded stages were trained, with the value
+#: those stages trained with (:func:`rerun_commands` restates it where today's recipe differs).
+ADDED_SETTINGS: dict[str, Any] = {"scale_range": [1.0, 1.0], "channel_mix": False}
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14, sigma_range=[0.0, 55.0])),
     # The full-resolution 17 x 32 stack (DnCNN's shape) that denoised before the encoder-decoders:
@@ -72,7 +75,12 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "denoise_cnn": ("restorer", dict(RESTORER, arch="residual_cnn", task="denoise", patch_size=40, batch_size=32,
                                      n_patches=16000, epochs=14, sigma_range=[0.0, 55.0], storage="float32")),
     "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14)),
-    "upscale2": ("restorer", dict(RESTORER, task="upscale2", n_patches=8000, epochs=8)),
+    # x2 super-resolution: more channels and blocks at the fine scales, where its detail is, and
+    # more images made from the few training photos (shrunk patches, random channel weights),
+    # without which a long run learns the photos by heart.
+    "upscale2": ("restorer", dict(RESTORER, task="upscale2", widths=[32, 64, 128, 128], blocks=[2, 2, 1, 2],
+                                  scale_range=[0.5, 1.0], channel_mix=True, patch_size=128, batch_size=32,
+                                  n_patches=40000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
     # Exposure and colour casts are global: a branch sees the statistics of the whole image.
     "enhance": ("restorer", dict(RESTORER, task="enhance", global_context=True, n_patches=8000, epochs=8)),
@@ -250,6 +258,8 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
         settings = stage.get("settings") or {}
         if settings.get("task") and "arch" not in settings:  # a restorer from before the encoder-decoders
             settings = {**settings, "arch": "residual_cnn"}
+        if settings.get("task"):  # settings a restorer stage predates trained as they did then
+            settings = {**ADDED_SETTINGS, **settings}
         task = settings.get("task")
         stage_name = task if task in RECIPES else (args.names[0] if len(args.names) == 1 else name)
         if stage_name not in RECIPES:
