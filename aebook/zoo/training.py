@@ -66,7 +66,7 @@ RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 
                 depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse",
                 storage="float16", scale_range=[1.0, 1.0], channel_mix=False)
 #: Restorer settings added to the recipes after some recorded stages were trained, with the value
-#: those stages trained with (:func:`rerun_commands` restates it where today's recipe differs).
+#: those stages trained with (:func:`aebook.zoo.training.rerun_commands` restates it where today's recipe differs).
 ADDED_SETTINGS: dict[str, Any] = {"scale_range": [1.0, 1.0], "channel_mix": False}
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     # More images made from the few training photos (shrunk patches, random channel weights),
