@@ -68,22 +68,20 @@ RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 
 #: Restorer settings added to the recipes after some recorded stages were trained, with the value
 #: those stages trained with (:func:`aebook.zoo.training.rerun_commands` restates it where today's recipe differs).
 ADDED_SETTINGS: dict[str, Any] = {"scale_range": [1.0, 1.0], "channel_mix": False}
+#: More images made from the few training photos (shrunk patches, random channel weights), without
+#: which a long run learns the photos by heart: the denoise, inpaint and upscale2 recipes use them.
+AUGMENTED: dict[str, Any] = dict(scale_range=[0.5, 1.0], channel_mix=True)
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    # More images made from the few training photos (shrunk patches, random channel weights),
-    # without which a long run learns the photos by heart (denoise, inpaint, upscale2).
-    "denoise": ("restorer", dict(RESTORER, task="denoise", n_patches=16000, epochs=14, sigma_range=[0.0, 55.0],
-                                 scale_range=[0.5, 1.0], channel_mix=True)),
+    "denoise": ("restorer", dict(RESTORER, **AUGMENTED, task="denoise", n_patches=16000, epochs=14,
+                                 sigma_range=[0.0, 55.0])),
     # The full-resolution 17 x 32 stack (DnCNN's shape) that denoised before the encoder-decoders:
     # chapter 4.4's comparison, and the kltcodec's starting point.
     "denoise_cnn": ("restorer", dict(RESTORER, arch="residual_cnn", task="denoise", patch_size=40, batch_size=32,
                                      n_patches=16000, epochs=14, sigma_range=[0.0, 55.0], storage="float32")),
-    "inpaint": ("restorer", dict(RESTORER, task="inpaint", n_patches=16000, epochs=14,
-                                 scale_range=[0.5, 1.0], channel_mix=True)),
-    # x2 super-resolution: more channels and blocks at the fine scales, where its detail is, and
-    # the same augmentations.
-    "upscale2": ("restorer", dict(RESTORER, task="upscale2", widths=[32, 64, 128, 128], blocks=[2, 2, 1, 2],
-                                  scale_range=[0.5, 1.0], channel_mix=True, patch_size=128, batch_size=32,
-                                  n_patches=40000, epochs=8)),
+    "inpaint": ("restorer", dict(RESTORER, **AUGMENTED, task="inpaint", n_patches=16000, epochs=14)),
+    # x2 super-resolution: more channels and blocks at the fine scales, where its detail is.
+    "upscale2": ("restorer", dict(RESTORER, **AUGMENTED, task="upscale2", widths=[32, 64, 128, 128],
+                                  blocks=[2, 2, 1, 2], patch_size=128, batch_size=32, n_patches=40000, epochs=8)),
     "upscale4": ("restorer", dict(RESTORER, task="upscale4", n_patches=3000, epochs=4)),
     # Exposure and colour casts are global: a branch sees the statistics of the whole image.
     "enhance": ("restorer", dict(RESTORER, task="enhance", global_context=True, n_patches=8000, epochs=8)),
