@@ -16,9 +16,12 @@ enhance    exposure and colour cast (colour photos)     histogram equalisation (
 
 and, for the denoisers, the CPU time of ``restore_image`` on a 512 x 512 photo, measured
 interleaved (``time.process_time``, best of ``--repeats``), so that two networks are compared in
-the same conditions. Usage::
+the same conditions. ``--eight-bit`` gives every method the damaged image as an 8-bit file holds
+it (clipped to [0, 1], rounded to 256 levels), which is how ``aebook denoise`` and the other
+commands receive it; without it the noise is the literature's unclipped Gaussian. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
+    python benchmarks/restorers.py denoise=denoise --bm3d --eight-bit
     python benchmarks/restorers.py inpaint=inpaint upscale2=upscale2 enhance=enhance --threads 2
 
 Each argument is ``TASK=MODEL``. The last line of ``--json`` output is one JSON object:
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", metavar="TASK=MODEL", help="e.g. denoise=denoise inpaint=runs/inpaint")
     parser.add_argument("--sigma", type=float, default=25.0, help="denoising noise level (default: 25)")
     parser.add_argument("--bm3d", action="store_true", help="add BM3D, the denoisers' baseline (slow)")
+    parser.add_argument("--eight-bit", action="store_true",
+                        help="damaged inputs as an 8-bit file holds them (clipped, rounded), as the CLI reads them")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this size (default: whole photos)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (default: 3)")
@@ -99,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
                  "upscale2": ("bicubic", lambda d: upscale_bicubic(d.damaged, 2)),
                  "upscale4": ("bicubic", lambda d: upscale_bicubic(d.damaged, 4)),
                  "enhance": ("histogram eq.", lambda d: equalize_histogram(d.damaged, "global"))}
-    damages = {"denoise": make_damage("noise", sigma=args.sigma), "inpaint": make_damage("blocks", fraction=0.25),
-               "upscale2": make_damage("downsample", scale=2), "upscale4": make_damage("downsample", scale=4),
-               "enhance": make_damage("exposure")}
-    result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "psnr": {}, "ssim": {}, "gain": {},
+    eight = {"eight_bit": args.eight_bit}
+    damages = {"denoise": make_damage("noise", sigma=args.sigma, **eight),
+               "inpaint": make_damage("blocks", fraction=0.25, **eight),
+               "upscale2": make_damage("downsample", scale=2, **eight),
+               "upscale4": make_damage("downsample", scale=4, **eight), "enhance": make_damage("exposure", **eight)}
+    result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "eight_bit": args.eight_bit,
+                    "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()
     with torch.inference_mode():

@@ -340,7 +340,7 @@ def test_psnr_loss_weighs_each_patch_by_its_relative_error():
     with pytest.raises(ValueError, match="unknown loss"):
         train_restorer("denoise", loss="l1", epochs=1, n_patches=4, patch_size=8, depth=2, width=4,
                        device="cpu", progress=False)
-    with pytest.raises(ValueError, match="sigma_range applies"):
+    with pytest.raises(ValueError, match="sigma_range and eight_bit apply"):
         train_restorer(make_task("denoise"), sigma_range=(20, 30), epochs=1, n_patches=4, patch_size=8,
                        depth=2, width=4, device="cpu", progress=False)
     model, losses = train_restorer("denoise", loss="psnr", sigma_range=(20, 30), epochs=2, n_patches=16,
@@ -507,3 +507,22 @@ def test_the_global_branch_lets_the_whole_image_change_every_pixel():
                 p.normal_(0, 0.2)
             moved = (net(far) - net(x))[..., :100].abs().max().item()  # pixels 200+ away from the change
         assert (moved > 1e-4) if glob else (moved == 0), (glob, moved)
+
+
+def test_eight_bit_share_of_denoise_training_patches_is_clipped_and_rounded():
+    clean = torch.rand(64, 1, 16, 16)
+    as_file = lambda x: bool(torch.all(x >= 0) and torch.all(x <= 1)  # noqa: E731
+                             and torch.allclose(x * 255, torch.round(x * 255), atol=1e-4))
+    for share, expected in ((0.0, 0), (1.0, 64)):
+        damaged, _ = make_task("denoise", sigma_range=(20, 30), eight_bit=share).make(clean, torch.Generator().manual_seed(0))
+        assert sum(as_file(x) for x in damaged) == expected
+    damaged, _ = make_task("denoise", sigma_range=(20, 30), eight_bit=0.5).make(clean, torch.Generator().manual_seed(0))
+    assert 16 <= sum(as_file(x) for x in damaged) <= 48
+    # without it, the patches are those of runs recorded before the setting existed
+    plain, _ = make_task("denoise").make(clean, torch.Generator().manual_seed(1))
+    before, _ = make_task("denoise", eight_bit=0).make(clean, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, before)
+    with pytest.raises(ValueError, match="eight_bit must be a probability"):
+        make_task("denoise", eight_bit=1.5)
+    with pytest.raises(ValueError, match="eight_bit is a setting of the denoise task"):
+        make_task("inpaint", eight_bit=0.5)

@@ -186,6 +186,20 @@ def test_receptive_field_and_description_of_both_architectures():
         describe_restorer({"model": "vae"})
 
 
+def test_eight_bit_damage_is_what_a_png_file_holds():
+    img = _images()["a"]
+    plain = make_damage("noise", sigma=50)(img, 0)
+    saved = make_damage("noise", sigma=50, eight_bit=True)(img, 0)
+    assert plain.damaged.min() < 0 and plain.damaged.max() > 1  # the literature's unclipped noise
+    assert saved.damaged.min() >= 0 and saved.damaged.max() <= 1
+    assert np.array_equal(saved.damaged, np.round(saved.damaged * 255) / 255)
+    inside = (plain.damaged > 0) & (plain.damaged < 1)
+    assert np.abs(saved.damaged - plain.damaged)[inside].max() <= 0.5 / 255 + 1e-6
+    assert np.array_equal(saved.clean, plain.clean) and saved.sigma == 50
+    small = make_damage("downsample", scale=2, eight_bit=True)(img, 0)
+    assert small.damaged.shape == (8, 8) and np.array_equal(small.damaged, np.round(small.damaged * 255) / 255)
+
+
 def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     import json
     import subprocess
@@ -196,6 +210,7 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     out = subprocess.run([sys.executable, script, "inpaint=inpaint", "enhance=enhance", "--crop", "64",
                           "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["eight_bit"] is False
     assert set(result["psnr"]) == {"inpaint", "enhance"}
     assert set(result["psnr"]["enhance"]) == set(result["ssim"]["enhance"]) == {"enhance", "histogram eq."}
     for task, base in (("inpaint", "biharmonic"), ("enhance", "histogram eq.")):

@@ -96,6 +96,16 @@ def add_gaussian_noise(img: np.ndarray, sigma: float, rng: Rng = None, *, clip: 
     return np.clip(noisy, 0.0, 1.0) if clip else noisy
 
 
+def as_eight_bit(img: np.ndarray) -> np.ndarray:
+    """``img`` as an 8-bit PNG or JPEG file stores it: clipped to [0, 1], rounded to 256 levels.
+
+    A noisy photo saved to a file loses the noise below 0 and above 1, so near black and white
+    its noise is no longer zero-mean; ``aebook denoise`` always reads images this way.
+    """
+    img = as_image(img)
+    return (np.round(np.clip(img, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- masks
 
 

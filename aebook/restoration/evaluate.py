@@ -54,7 +54,7 @@ class Damaged:
 
 
 def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: int = 8, width: float = 3.0,
-                sigma: float = 25.0, scale: int = 2) -> Callable[[np.ndarray, int], Damaged]:
+                sigma: float = 25.0, scale: int = 2, eight_bit: bool = False) -> Callable[[np.ndarray, int], Damaged]:
     """A damage function ``f(clean_image, seed) -> Damaged`` of one of :data:`DAMAGE_KINDS`.
 
     Parameters
@@ -66,6 +66,10 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
         kept only for scoring), ``"noise"`` (Gaussian, ``sigma`` on the 0-255 scale,
         unclipped), ``"downsample"`` (area averaging by ``scale``), ``"exposure"``
         (:func:`aebook.restoration.damage.random_degradation`: exposure and, in colour, a colour cast).
+    eight_bit
+        Give the restorers the damaged image as an 8-bit file holds it
+        (:func:`aebook.restoration.damage.as_eight_bit`: clipped to [0, 1], rounded to 256
+        levels), as the command line reads it. For noise this clips it.
     """
     if kind not in DAMAGE_KINDS:
         raise ValueError(f"unknown damage kind {kind!r}: choose one of {', '.join(DAMAGE_KINDS)}")
@@ -77,7 +81,12 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
         return Damaged(img, out, mask=mask)
 
     def damage(img: np.ndarray, seed: int) -> Damaged:
-        img = damage_models.as_image(img)
+        out = _damage(damage_models.as_image(img), seed)
+        if eight_bit:
+            out.damaged = damage_models.as_eight_bit(out.damaged)
+        return out
+
+    def _damage(img: np.ndarray, seed: int) -> Damaged:
         if kind == "blocks":
             return masked(img, damage_models.block_mask(img.shape, block, fraction, rng=seed))
         if kind == "scratches":

@@ -56,10 +56,14 @@ class Task:
 SIGMA_RANGE = (0.0, 55.0)
 
 
-def _denoise_make(clean, gen, sigmas=SIGMA_RANGE):
+def _denoise_make(clean, gen, sigmas=SIGMA_RANGE, eight_bit: float = 0.0):
     n = clean.shape[0]
     sigma = sigmas[0] + (sigmas[1] - sigmas[0]) * torch.rand(n, generator=gen, device=clean.device)
     noisy = clean + torch.randn(clean.shape, generator=gen, device=clean.device) * (sigma / 255).view(-1, 1, 1, 1)
+    if eight_bit > 0:  # no extra draw otherwise: runs recorded before this setting replay exactly
+        saved = torch.rand(n, generator=gen, device=clean.device) < eight_bit
+        as_file = torch.round(noisy.clamp(0, 1) * 255) / 255
+        noisy = torch.where(saved.view(-1, 1, 1, 1), as_file, noisy)
     return noisy, (sigma / 255).view(-1, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
 
 
@@ -133,12 +137,25 @@ def _plain(damaged, cond, out):
     return out.clamp(0, 1)
 
 
-def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None) -> Task:
+def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None,
+              eight_bit: float = 0.0) -> Task:
     """The :class:`Task` called ``name`` (one of :data:`TASKS`).
 
     ``sigma_range`` (denoising only; default :data:`SIGMA_RANGE`) is the interval, on the 0-255
     scale, from which each training patch's noise level is drawn uniformly.
+
+    ``eight_bit`` (denoising only; a probability, default 0) is the share of noisy training
+    patches that are clipped to [0, 1] and rounded to 256 levels, as a noisy photo saved to an
+    8-bit PNG or JPEG file is: the form in which ``aebook denoise`` receives it. Clipping biases
+    the noise in dark and bright regions (a pixel at 0 stays at 0 or goes up), which a network
+    trained on unclipped noise alone does not undo. The rest of the patches keep the unclipped
+    noise of the denoising literature, and a patch shows which kind it is (values outside
+    [0, 1], or exactly at 0 and 1).
     """
+    if not 0.0 <= float(eight_bit) <= 1.0:
+        raise ValueError(f"eight_bit must be a probability in [0, 1], got {eight_bit}")
+    if eight_bit and name != "denoise":
+        raise ValueError(f"eight_bit is a setting of the denoise task, not of {name!r}")
     if sigma_range is not None:
         if name != "denoise":
             raise ValueError(f"sigma_range is a setting of the denoise task, not of {name!r}")
@@ -147,7 +164,8 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
             raise ValueError(f"sigma_range must be (low, high) with 0 <= low <= high, got {tuple(sigma_range)}")
     if name == "denoise":
         sigmas = SIGMA_RANGE if sigma_range is None else (lo, hi)
-        return Task(name, channels, 1, lambda clean, gen: _denoise_make(clean, gen, sigmas), _plain)
+        share = float(eight_bit)
+        return Task(name, channels, 1, lambda clean, gen: _denoise_make(clean, gen, sigmas, share), _plain)
     if name == "inpaint":
         return Task(name, channels, 1, _inpaint_make, keep_known)
     if name == "inpaint_blind":
