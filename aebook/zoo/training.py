@@ -72,8 +72,9 @@ ADDED_SETTINGS: dict[str, Any] = {"scale_range": [1.0, 1.0], "channel_mix": Fals
 #: which a long run learns the photos by heart: the denoise, inpaint and upscale2 recipes use them.
 AUGMENTED: dict[str, Any] = dict(scale_range=[0.5, 1.0], channel_mix=True)
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    # Half its noisy patches as an 8-bit file holds them (clipped, rounded): how `aebook denoise` reads photos.
     "denoise": ("restorer", dict(RESTORER, **AUGMENTED, task="denoise", n_patches=16000, epochs=14,
-                                 sigma_range=[0.0, 55.0])),
+                                 sigma_range=[0.0, 55.0], eight_bit=0.5)),
     # The full-resolution 17 x 32 stack (DnCNN's shape) that denoised before the encoder-decoders:
     # chapter 4.4's comparison, and the kltcodec's starting point.
     "denoise_cnn": ("restorer", dict(RESTORER, arch="residual_cnn", task="denoise", patch_size=40, batch_size=32,
