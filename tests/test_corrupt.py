@@ -199,6 +199,16 @@ def test_random_degradation(rgb, gray) -> None:
 # --------------------------------------------------------------------------- torch batches
 
 
+def test_as_eight_bit_batch_matches_the_numpy_version() -> None:
+    x = C.gaussian_noise_batch(torch.rand(2, 3, 16, 16), 40, generator=torch.Generator().manual_seed(1))
+    assert x.min() < 0 and x.max() > 1   # the noise leaves [0, 1]
+    saved = C.as_eight_bit_batch(x)
+    assert saved.min() == 0 and saved.max() == 1
+    assert torch.equal(torch.round(saved * 255), saved * 255)   # 256 levels
+    np.testing.assert_allclose(saved[0].permute(1, 2, 0).numpy(),
+                               C.as_eight_bit(x[0].permute(1, 2, 0).numpy()), atol=1e-7)
+
+
 def test_gaussian_noise_batch() -> None:
     x = torch.full((4, 1, 64, 64), 0.5)
     noisy = C.gaussian_noise_batch(x, 25, generator=torch.Generator().manual_seed(0))

@@ -353,6 +353,11 @@ def gaussian_noise_batch(
     return x + noise * (sigma / 255.0)
 
 
+def as_eight_bit_batch(x: torch.Tensor) -> torch.Tensor:
+    """:func:`as_eight_bit` for a batch ``(N, C, H, W)``: clipped to [0, 1], rounded to 256 levels."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
 def block_mask_batch(
     shape: Sequence[int],
     block: int = 8,

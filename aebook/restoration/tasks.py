@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from aebook.imageio import upsample_bicubic
-from aebook.restoration.damage import block_mask_batch, degradation_batch, scratch_mask_batch
+from aebook.restoration.damage import (as_eight_bit_batch, block_mask_batch, degradation_batch,
+                                       scratch_mask_batch)
 
 #: Names of the restoration tasks.
 TASKS = ("denoise", "inpaint", "inpaint_blind", "upscale2", "upscale4", "enhance")
@@ -62,8 +63,7 @@ def _denoise_make(clean, gen, sigmas=SIGMA_RANGE, eight_bit: float = 0.0):
     noisy = clean + torch.randn(clean.shape, generator=gen, device=clean.device) * (sigma / 255).view(-1, 1, 1, 1)
     if eight_bit > 0:  # no extra draw otherwise: runs recorded before this setting replay exactly
         saved = torch.rand(n, generator=gen, device=clean.device) < eight_bit
-        as_file = torch.round(noisy.clamp(0, 1) * 255) / 255
-        noisy = torch.where(saved.view(-1, 1, 1, 1), as_file, noisy)
+        noisy = torch.where(saved.view(-1, 1, 1, 1), as_eight_bit_batch(noisy), noisy)
     return noisy, (sigma / 255).view(-1, 1, 1, 1).expand(n, 1, *clean.shape[-2:])
 
 
