@@ -236,16 +236,19 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).contiguous().numpy()
 
 
-def upsample_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample_bicubic(x: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
     """Bicubic resize of a batch ``(N, C, H, W)`` to ``size = (H', W')``, clipped to [0, 1].
 
     The one bicubic interpolation of the library (PyTorch's, Keys' cubic convolution with
     ``a = -0.75``): the super-resolution baseline and the super-resolution networks' input,
     the interpolation baselines of chapter 2.3 and :func:`aebook.restoration.classical.upscale_bicubic`.
+    ``antialias=True`` widens the kernel when shrinking, as PIL's ``Image.resize`` and MATLAB's
+    ``imresize`` do (:func:`aebook.restoration.damage.downsample` with ``kernel="bicubic"``).
     """
     if x.ndim != 4:
         raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
-    return F.interpolate(x.float(), size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return F.interpolate(x.float(), size=tuple(size), mode="bicubic", align_corners=False,
+                         antialias=antialias).clamp(0, 1)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -18,10 +18,13 @@ and, for the denoisers, the CPU time of ``restore_image`` on a 512 x 512 photo, 
 interleaved (``time.process_time``, best of ``--repeats``), so that two networks are compared in
 the same conditions. ``--eight-bit`` gives every method the damaged image as an 8-bit file holds
 it (clipped to [0, 1], rounded to 256 levels), which is how ``aebook denoise`` and the other
-commands receive it; without it the noise is the literature's unclipped Gaussian. Usage::
+commands receive it; without it the noise is the literature's unclipped Gaussian.
+``--downscale bicubic`` shrinks the super-resolution inputs with antialiased bicubic (as image
+editors and the super-resolution benchmarks do) instead of block means. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
     python benchmarks/restorers.py denoise=denoise --bm3d --eight-bit
+    python benchmarks/restorers.py upscale2=upscale2 --downscale bicubic --eight-bit
     python benchmarks/restorers.py inpaint=inpaint upscale2=upscale2 enhance=enhance --threads 2
 
 Each argument is ``TASK=MODEL``. The last line of ``--json`` output is one JSON object:
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 
 from aebook.restoration.classical import denoise_bm3d, equalize_histogram, inpaint_biharmonic, upscale_bicubic
+from aebook.restoration.damage import DOWNSCALE_KERNELS
 from aebook.zoo import resolve
 from aebook.restoration.inference import restore_image
 from aebook.restoration.nets import load_restorer
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bm3d", action="store_true", help="add BM3D, the denoisers' baseline (slow)")
     parser.add_argument("--eight-bit", action="store_true",
                         help="damaged inputs as an 8-bit file holds them (clipped, rounded), as the CLI reads them")
+    parser.add_argument("--downscale", choices=DOWNSCALE_KERNELS, default="area",
+                        help="how the super-resolution inputs are shrunk (default: area, i.e. block means)")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this size (default: whole photos)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (default: 3)")
@@ -107,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     eight = {"eight_bit": args.eight_bit}
     damages = {"denoise": make_damage("noise", sigma=args.sigma, **eight),
                "inpaint": make_damage("blocks", fraction=0.25, **eight),
-               "upscale2": make_damage("downsample", scale=2, **eight),
-               "upscale4": make_damage("downsample", scale=4, **eight), "enhance": make_damage("exposure", **eight)}
+               "upscale2": make_damage("downsample", scale=2, kernel=args.downscale, **eight),
+               "upscale4": make_damage("downsample", scale=4, kernel=args.downscale, **eight), "enhance": make_damage("exposure", **eight)}
     result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "eight_bit": args.eight_bit,
+                    "downscale": args.downscale,
                     "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()

@@ -149,6 +149,25 @@ def test_downsample_is_block_mean_after_crop(rgb) -> None:
     assert C.crop_to_multiple(img, 4).shape == (48, 44, 3)
 
 
+def test_bicubic_downsample_shrinks_as_pil_does(gray) -> None:
+    from PIL import Image
+
+    img = np.round(C.crop_to_multiple(gray, 2) * 255) / 255
+    small = C.downsample(img, 2, "bicubic")
+    pil = Image.fromarray(np.round(img * 255).astype(np.uint8)).resize((img.shape[1] // 2, img.shape[0] // 2),
+                                                                        Image.BICUBIC)
+    assert small.shape == (img.shape[0] // 2, img.shape[1] // 2) and small.dtype == np.float32
+    assert 0 <= small.min() and small.max() <= 1
+    assert np.abs(small - np.asarray(pil, dtype=np.float32) / 255).max() < 2.5 / 255   # PIL rounds to 8 bits
+    assert np.abs(small - C.downsample(img, 2)).mean() > 1 / 255   # not the block means
+    colour = np.random.default_rng(0).random((50, 46, 3)).astype(np.float32)
+    assert C.downsample(colour, 4, "bicubic").shape == (12, 11, 3)
+    with pytest.raises(ValueError, match="unknown downscaling kernel 'lanczos'"):
+        C.downsample(gray, 2, "lanczos")
+    with pytest.raises(ValueError, match="multiples of 2"):
+        C.downsample_batch(torch.rand(1, 1, 5, 6), 2)
+
+
 def test_downsample_bad_scale(gray) -> None:
     with pytest.raises(ValueError, match=r"scale must be one of \(2, 4\)"):
         C.downsample(gray, 3)

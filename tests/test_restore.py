@@ -340,7 +340,7 @@ def test_psnr_loss_weighs_each_patch_by_its_relative_error():
     with pytest.raises(ValueError, match="unknown loss"):
         train_restorer("denoise", loss="l1", epochs=1, n_patches=4, patch_size=8, depth=2, width=4,
                        device="cpu", progress=False)
-    with pytest.raises(ValueError, match="sigma_range and eight_bit apply"):
+    with pytest.raises(ValueError, match="sigma_range, eight_bit and bicubic_downscale apply"):
         train_restorer(make_task("denoise"), sigma_range=(20, 30), epochs=1, n_patches=4, patch_size=8,
                        depth=2, width=4, device="cpu", progress=False)
     model, losses = train_restorer("denoise", loss="psnr", sigma_range=(20, 30), epochs=2, n_patches=16,
@@ -526,3 +526,23 @@ def test_eight_bit_share_of_denoise_training_patches_is_clipped_and_rounded():
         make_task("denoise", eight_bit=1.5)
     with pytest.raises(ValueError, match="eight_bit is a setting of the denoise task"):
         make_task("inpaint", eight_bit=0.5)
+
+
+def test_bicubic_downscale_share_of_super_resolution_pairs_is_shrunk_with_bicubic():
+    from aebook.restoration.damage import downsample_batch
+    from aebook.imageio import upsample_bicubic
+
+    clean = torch.rand(64, 1, 16, 16)
+    by = {k: upsample_bicubic(downsample_batch(clean, 2, k), (16, 16)) for k in ("area", "bicubic")}
+    def kernels(share, seed=0):
+        damaged, _ = make_task("upscale2", bicubic_downscale=share).make(clean, torch.Generator().manual_seed(seed))
+        return [next(k for k, v in by.items() if torch.allclose(x, v[i], atol=1e-6)) for i, x in enumerate(damaged)]
+    assert kernels(0.0) == ["area"] * 64 and kernels(1.0) == ["bicubic"] * 64
+    assert 16 <= kernels(0.5).count("bicubic") <= 48
+    # without it, the pairs are those of runs recorded before the setting existed
+    assert torch.equal(make_task("upscale4").make(clean, torch.Generator().manual_seed(1))[0],
+                       make_task("upscale4", bicubic_downscale=0).make(clean, torch.Generator().manual_seed(1))[0])
+    with pytest.raises(ValueError, match="bicubic_downscale must be a probability"):
+        make_task("upscale2", bicubic_downscale=-0.1)
+    with pytest.raises(ValueError, match="bicubic_downscale is a setting of the upscale tasks"):
+        make_task("denoise", bicubic_downscale=0.5)

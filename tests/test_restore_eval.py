@@ -200,6 +200,16 @@ def test_eight_bit_damage_is_what_a_png_file_holds():
     assert small.damaged.shape == (8, 8) and np.array_equal(small.damaged, np.round(small.damaged * 255) / 255)
 
 
+def test_downsample_damage_can_shrink_with_bicubic():
+    img = _images()["a"]
+    area = make_damage("downsample", scale=2)(img, 0)
+    bicubic = make_damage("downsample", scale=2, kernel="bicubic")(img, 0)
+    assert bicubic.damaged.shape == area.damaged.shape and np.array_equal(bicubic.clean, area.clean)
+    assert not np.allclose(bicubic.damaged, area.damaged)
+    with pytest.raises(ValueError, match="unknown downscaling kernel 'box'"):
+        make_damage("downsample", kernel="box")
+
+
 def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     import json
     import subprocess
@@ -210,7 +220,7 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     out = subprocess.run([sys.executable, script, "inpaint=inpaint", "enhance=enhance", "--crop", "64",
                           "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["eight_bit"] is False
+    assert result["eight_bit"] is False and result["downscale"] == "area"
     assert set(result["psnr"]) == {"inpaint", "enhance"}
     assert set(result["psnr"]["enhance"]) == set(result["ssim"]["enhance"]) == {"enhance", "histogram eq."}
     for task, base in (("inpaint", "biharmonic"), ("enhance", "histogram eq.")):

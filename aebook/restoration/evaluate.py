@@ -54,7 +54,8 @@ class Damaged:
 
 
 def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: int = 8, width: float = 3.0,
-                sigma: float = 25.0, scale: int = 2, eight_bit: bool = False) -> Callable[[np.ndarray, int], Damaged]:
+                sigma: float = 25.0, scale: int = 2, eight_bit: bool = False,
+                kernel: str = "area") -> Callable[[np.ndarray, int], Damaged]:
     """A damage function ``f(clean_image, seed) -> Damaged`` of one of :data:`DAMAGE_KINDS`.
 
     Parameters
@@ -64,7 +65,8 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
         (``n_lines`` lines ``width`` pixels thick), ``"pixels"`` (``fraction`` of single
         pixels), ``"blind"`` (blocks filled with uniform random values; the mask is
         kept only for scoring), ``"noise"`` (Gaussian, ``sigma`` on the 0-255 scale,
-        unclipped), ``"downsample"`` (area averaging by ``scale``), ``"exposure"``
+        unclipped), ``"downsample"`` (shrinking by ``scale`` with ``kernel``: ``"area"``, block
+        means, or ``"bicubic"``, antialiased as image editors shrink), ``"exposure"``
         (:func:`aebook.restoration.damage.random_degradation`: exposure and, in colour, a colour cast).
     eight_bit
         Give the restorers the damaged image as an 8-bit file holds it
@@ -73,6 +75,9 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
     """
     if kind not in DAMAGE_KINDS:
         raise ValueError(f"unknown damage kind {kind!r}: choose one of {', '.join(DAMAGE_KINDS)}")
+    if kernel not in damage_models.DOWNSCALE_KERNELS:
+        raise ValueError(f"unknown downscaling kernel {kernel!r}: choose one of "
+                         f"{', '.join(damage_models.DOWNSCALE_KERNELS)}")
 
     def masked(img: np.ndarray, mask: np.ndarray, fill: np.ndarray | float = 0.0) -> Damaged:
         out = damage_models.apply_mask(img, mask)
@@ -100,7 +105,7 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
         if kind == "noise":
             return Damaged(img, damage_models.add_gaussian_noise(img, sigma, rng=seed), sigma=float(sigma))
         if kind == "downsample":
-            return Damaged(damage_models.crop_to_multiple(img, scale), damage_models.downsample(img, scale),
+            return Damaged(damage_models.crop_to_multiple(img, scale), damage_models.downsample(img, scale, kernel),
                            scale=scale)
         return Damaged(img, damage_models.random_degradation(img, rng=seed))
 

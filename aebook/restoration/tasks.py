@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from aebook.imageio import upsample_bicubic
-from aebook.restoration.damage import (as_eight_bit_batch, block_mask_batch, degradation_batch,
+from aebook.restoration.damage import (as_eight_bit_batch, block_mask_batch, degradation_batch, downsample_batch,
                                        scratch_mask_batch)
 
 #: Names of the restoration tasks.
@@ -116,10 +116,13 @@ def _inpaint_blind_make(clean, gen):
     return clean * (1 - mask) + fill * mask, None
 
 
-def _upscale_make(scale):
+def _upscale_make(scale, bicubic_downscale: float = 0.0):
     def make(clean, gen):
         h, w = clean.shape[-2:]
-        small = F.avg_pool2d(clean, scale)  # block means, as aebook.restoration.damage.downsample
+        small = downsample_batch(clean, scale)  # block means
+        if bicubic_downscale > 0:  # no extra draw otherwise: runs recorded before this setting replay exactly
+            chosen = torch.rand(clean.shape[0], generator=gen, device=clean.device) < bicubic_downscale
+            small = torch.where(chosen.view(-1, 1, 1, 1), downsample_batch(clean, scale, "bicubic"), small)
         return upsample_bicubic(small, (h, w)), None
     return make
 
@@ -138,7 +141,7 @@ def _plain(damaged, cond, out):
 
 
 def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None,
-              eight_bit: float = 0.0) -> Task:
+              eight_bit: float = 0.0, bicubic_downscale: float = 0.0) -> Task:
     """The :class:`Task` called ``name`` (one of :data:`TASKS`).
 
     ``sigma_range`` (denoising only; default :data:`SIGMA_RANGE`) is the interval, on the 0-255
@@ -151,11 +154,20 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
     trained on unclipped noise alone does not undo. The rest of the patches keep the unclipped
     noise of the denoising literature, and a patch shows which kind it is (values outside
     [0, 1], or exactly at 0 and 1).
+
+    ``bicubic_downscale`` (super-resolution only; a probability, default 0) is the share of
+    training pairs whose low-resolution image is shrunk with antialiased bicubic interpolation
+    (:func:`aebook.restoration.damage.downsample_batch`, as PIL, MATLAB's ``imresize`` and the
+    super-resolution benchmarks shrink) instead of block means. A network trained on one kernel
+    alone loses part of its gain on images shrunk with the other.
     """
-    if not 0.0 <= float(eight_bit) <= 1.0:
-        raise ValueError(f"eight_bit must be a probability in [0, 1], got {eight_bit}")
+    for setting, value in (("eight_bit", eight_bit), ("bicubic_downscale", bicubic_downscale)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{setting} must be a probability in [0, 1], got {value}")
     if eight_bit and name != "denoise":
         raise ValueError(f"eight_bit is a setting of the denoise task, not of {name!r}")
+    if bicubic_downscale and name not in ("upscale2", "upscale4"):
+        raise ValueError(f"bicubic_downscale is a setting of the upscale tasks, not of {name!r}")
     if sigma_range is not None:
         if name != "denoise":
             raise ValueError(f"sigma_range is a setting of the denoise task, not of {name!r}")
@@ -171,7 +183,7 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
     if name == "inpaint_blind":
         return Task(name, channels, 0, _inpaint_blind_make, _plain)
     if name in ("upscale2", "upscale4"):
-        return Task(name, channels, 0, _upscale_make(int(name[-1])), _plain)
+        return Task(name, channels, 0, _upscale_make(int(name[-1]), float(bicubic_downscale)), _plain)
     if name == "enhance":
         return Task(name, 3, 0, _enhance_make, _plain)
     raise ValueError(f"unknown restoration task {name!r}: choose one of {', '.join(TASKS)}")

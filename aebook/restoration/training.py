@@ -60,7 +60,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    widths: tuple[int, ...] = (32, 64, 128, 256), blocks: tuple[int, ...] = (1, 1, 1, 1),
                    skips: bool = True, global_context: bool = False,
                    scale_range: tuple[float, float] = (1.0, 1.0),
-                   channel_mix: bool = False, eight_bit: float = 0.0) -> tuple[nn.Module, list[float]]:
+                   channel_mix: bool = False, eight_bit: float = 0.0,
+                   bicubic_downscale: float = 0.0) -> tuple[nn.Module, list[float]]:
     """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
 
     ``arch`` chooses the network (:data:`~aebook.restoration.nets.ARCHITECTURES`): ``"residual_cnn"``
@@ -100,6 +101,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     ``sigma_range`` (denoising) narrows or widens the noise levels drawn for training
     (:func:`~aebook.restoration.tasks.make_task`), and ``eight_bit`` trains it on that share of
     patches clipped and rounded as an 8-bit file is (the form in which the CLI reads a noisy photo).
+    ``bicubic_downscale`` (super-resolution) shrinks that share of the training pairs with
+    antialiased bicubic instead of block means (:func:`~aebook.restoration.tasks.make_task`).
     ``loss`` is ``"mse"`` (the mean squared error of the batch) or
     ``"psnr"``: the mean of the patches' PSNRs, i.e. each patch's squared-error gradient divided
     by that patch's own (detached) MSE, floored at :data:`PSNR_LOSS_FLOOR`. Under plain MSE the
@@ -117,9 +120,11 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
         raise ValueError(f"minutes must be positive, got {minutes}")
     if not 0.0 <= warmup <= 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1], got {warmup}")
-    if isinstance(task, Task) and (sigma_range is not None or eight_bit):
-        raise ValueError("sigma_range and eight_bit apply to the built-in denoise task, not to a Task of its own")
-    spec = task if isinstance(task, Task) else make_task(task, sigma_range=sigma_range, eight_bit=eight_bit)
+    if isinstance(task, Task) and (sigma_range is not None or eight_bit or bicubic_downscale):
+        raise ValueError("sigma_range, eight_bit and bicubic_downscale apply to the built-in tasks, "
+                         "not to a Task of its own")
+    spec = task if isinstance(task, Task) else make_task(task, sigma_range=sigma_range, eight_bit=eight_bit,
+                                                         bicubic_downscale=bicubic_downscale)
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed,
