@@ -140,8 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         q.add_argument("--tile", type=int, default=512, help="process the image in tiles of this many pixels "
                        "(bounded memory; results do not depend on it) (default: %(default)s)")
-        q.add_argument("--ensemble", action="store_true", help="average the results for the 8 rotations and "
-                       "flips of the input: a little better, 8 times slower (default: off)")
+        q.add_argument("--views", type=int, choices=inference.VIEW_COUNTS, default=inference.DEFAULT_VIEWS,
+                       help="restore this many rotated or flipped copies of the image and average them: "
+                       "1 is the network alone; each view adds the time of one pass (default: %(default)s, the "
+                       "image and its half turn)")
+        q.add_argument("--ensemble", dest="views", action="store_const", const=8,
+                       help="all 8 rotations and flips, the same as --views 8: a little better, 8 passes")
         _add_max_pixels(q)
     return parser
 
@@ -325,14 +329,14 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     if sigma == "auto":
         sigma = inference.estimate_noise_sigma(img)
     with torch.inference_mode():
-        out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile,
-                                      ensemble=args.ensemble)
+        out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, views=args.views)
     colour = np.asarray(out).ndim == 3
     # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
     bits = 16 if bits == 16 and not colour and str(args.output).lower().endswith(".png") else 8
     imageio.write_image(args.output, out, bits=bits)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
-            "mode": "RGB" if colour else "L", "bits": bits, "seconds": round(time.perf_counter() - start, 3),
+            "mode": "RGB" if colour else "L", "bits": bits, "views": args.views,
+            "seconds": round(time.perf_counter() - start, 3),
             **({"sigma": round(float(sigma), 3), "sigma_estimated": args.sigma == "auto"} if task == "denoise" else {})}
 
 

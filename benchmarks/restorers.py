@@ -20,7 +20,9 @@ the same conditions. ``--eight-bit`` gives every method the damaged image as an 
 it (clipped to [0, 1], rounded to 256 levels), which is how ``aebook denoise`` and the other
 commands receive it; without it the noise is the literature's unclipped Gaussian.
 ``--downscale bicubic`` shrinks the super-resolution inputs with antialiased bicubic (as image
-editors and the super-resolution benchmarks do) instead of block means. Usage::
+editors and the super-resolution benchmarks do) instead of block means. The networks run with
+the commands' default views (``DEFAULT_VIEWS``: the image and its half turn, averaged); ``--views
+1`` measures one pass, the network alone. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
     python benchmarks/restorers.py denoise=denoise --bm3d --eight-bit
@@ -46,30 +48,31 @@ import torch
 from aebook.restoration.classical import denoise_bm3d, equalize_histogram, inpaint_biharmonic, upscale_bicubic
 from aebook.restoration.damage import DOWNSCALE_KERNELS
 from aebook.zoo import resolve
-from aebook.restoration.inference import restore_image
+from aebook.restoration.inference import DEFAULT_VIEWS, VIEW_COUNTS, restore_image
 from aebook.restoration.nets import load_restorer
 from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_damage
 
 TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
 
 
-def _network(model: torch.nn.Module, task: str):
+def _network(model: torch.nn.Module, task: str, views: int = 1):
     if task == "denoise":
-        return lambda d: restore_image(model, task, d.damaged, sigma=d.sigma)
+        return lambda d: restore_image(model, task, d.damaged, sigma=d.sigma, views=views)
     if task == "inpaint":
-        return lambda d: restore_image(model, task, d.damaged, mask=d.mask)
-    return lambda d: restore_image(model, task, d.damaged)
+        return lambda d: restore_image(model, task, d.damaged, mask=d.mask, views=views)
+    return lambda d: restore_image(model, task, d.damaged, views=views)
 
 
-def cpu_seconds(models: dict[str, torch.nn.Module], image: np.ndarray, repeats: int = 3) -> dict[str, float]:
+def cpu_seconds(models: dict[str, torch.nn.Module], image: np.ndarray, repeats: int = 3,
+                views: int = 1) -> dict[str, float]:
     """Best-of-``repeats`` CPU time of denoising ``image`` at sigma 25 with each model, interleaved."""
     best = {name: float("inf") for name in models}
     for name, model in models.items():  # one warm-up call each
-        restore_image(model, "denoise", image, sigma=25)
+        restore_image(model, "denoise", image, sigma=25, views=views)
     for _ in range(repeats):
         for name, model in models.items():
             start = time.process_time()
-            restore_image(model, "denoise", image, sigma=25)
+            restore_image(model, "denoise", image, sigma=25, views=views)
             best[name] = min(best[name], time.process_time() - start)
     return {name: round(t, 3) for name, t in best.items()}
 
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="damaged inputs as an 8-bit file holds them (clipped, rounded), as the CLI reads them")
     parser.add_argument("--downscale", choices=DOWNSCALE_KERNELS, default="area",
                         help="how the super-resolution inputs are shrunk (default: area, i.e. block means)")
+    parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=DEFAULT_VIEWS,
+                        help="rotated/flipped views each network averages, as the commands' --views "
+                        "(default: %(default)s, the commands' default)")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this size (default: whole photos)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (default: 3)")
@@ -117,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                "upscale4": make_damage("downsample", scale=4, kernel=args.downscale, **eight), "enhance": make_damage("exposure", **eight)}
     result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "eight_bit": args.eight_bit,
                     "downscale": args.downscale,
+                    "views": args.views,
                     "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()
     with torch.inference_mode():
         for task, models in by_task.items():
-            methods = {name: _network(m, task) for name, m in models.items()}
+            methods = {name: _network(m, task, args.views) for name, m in models.items()}
             base_name, base = baselines[task]
             if task != "denoise" or args.bm3d:
                 methods[base_name] = base
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         if "denoise" in by_task:
             image = load_held_out(gray=True, names=["camera"])["camera"]
-            result["cpu_seconds"] = cpu_seconds(by_task["denoise"], image, args.repeats)
+            result["cpu_seconds"] = cpu_seconds(by_task["denoise"], image, args.repeats, args.views)
             print("CPU seconds to denoise the 512 x 512 cameraman:", result["cpu_seconds"], flush=True)
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:

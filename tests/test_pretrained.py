@@ -61,9 +61,17 @@ def test_cli_defaults_use_the_shipped_models(tmp_path, capsys):
     src = write_image(tmp_path / "in.png", gray.astype(np.float32))
     assert main(["denoise", str(src), str(tmp_path / "dn.png"), "--sigma", "15"]) == 0
     assert read_image(tmp_path / "dn.png").shape == (64, 80)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["views"] == 2   # the photo and its half turn
+    assert main(["denoise", str(src), str(tmp_path / "dn1.png"), "--sigma", "15", "--views", "1"]) == 0
     assert main(["denoise", str(src), str(tmp_path / "dn8.png"), "--sigma", "15", "--ensemble"]) == 0
-    dn, dn8 = read_image(tmp_path / "dn.png"), read_image(tmp_path / "dn8.png")
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["views"] == 8
+    dn, dn1, dn8 = (read_image(tmp_path / f) for f in ("dn.png", "dn1.png", "dn8.png"))
     assert dn8.shape == (64, 80) and 0 < np.abs(dn8 - dn).mean() < 0.02  # a different, close estimate
+    assert 0 < np.abs(dn1 - dn).mean() < 0.02
+    with pytest.raises(SystemExit) as exc:
+        main(["denoise", str(src), str(tmp_path / "dn3.png"), "--views", "3"])
+    assert exc.value.code == 2 and "invalid choice: 3" in capsys.readouterr().err
+    assert not (tmp_path / "dn3.png").exists()
     assert main(["upscale", str(src), str(tmp_path / "up.png"), "--scale", "4"]) == 0
     assert read_image(tmp_path / "up.png").shape == (256, 320)
     assert main(["compress", str(src), str(tmp_path / "x.aeb"), "--quality", "6"]) == 0

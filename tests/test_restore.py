@@ -206,6 +206,28 @@ def test_self_ensemble_is_equivariant_where_the_network_is_not(task):
     np.testing.assert_allclose(restore_image(ident, "denoise", img, sigma=25.0, ensemble=True), img, atol=1e-6)
 
 
+def test_views_average_the_first_rotations_and_flips():
+    from aebook.restoration.inference import DIHEDRAL_VIEWS
+
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 1, depth=3, width=8)
+    torch.nn.init.normal_(model.body[-1].weight, std=0.1)
+    img = np.random.default_rng(0).uniform(0.3, 0.7, (20, 28)).astype(np.float32)   # no clipping of the outputs
+    one = restore_image(model, "denoise", img, sigma=25.0)
+    half_turn = np.rot90(restore_image(model, "denoise", np.rot90(img, 2).copy(), sigma=25.0), -2)
+    two = restore_image(model, "denoise", img, sigma=25.0, views=2)
+    np.testing.assert_allclose(two, (one + half_turn) / 2, atol=1e-6)   # the photo and its half turn
+    assert np.abs(two - one).max() > 1e-3
+    np.testing.assert_array_equal(restore_image(model, "denoise", img, sigma=25.0, views=8),
+                                  restore_image(model, "denoise", img, sigma=25.0, ensemble=True))
+    assert len(set(DIHEDRAL_VIEWS)) == 8
+    for bad in (0, 3, 16):
+        with pytest.raises(ValueError, match=r"views must be one of \(1, 2, 4, 8\)"):
+            restore_image(model, "denoise", img, sigma=25.0, views=bad)
+    with pytest.raises(ValueError, match="ensemble=True means views=8"):
+        restore_image(model, "denoise", img, sigma=25.0, views=2, ensemble=True)
+
+
 @pytest.mark.parametrize("depth", [5, 6, 9, 30])
 def test_deepen_keeps_the_function_and_adds_trainable_layers(depth):
     from aebook.restoration.nets import deepen

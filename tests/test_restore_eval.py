@@ -220,7 +220,7 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     out = subprocess.run([sys.executable, script, "inpaint=inpaint", "enhance=enhance", "--crop", "64",
                           "--threads", "1", "--json"], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["eight_bit"] is False and result["downscale"] == "area"
+    assert result["eight_bit"] is False and result["downscale"] == "area" and result["views"] == 2
     assert set(result["psnr"]) == {"inpaint", "enhance"}
     assert set(result["psnr"]["enhance"]) == set(result["ssim"]["enhance"]) == {"enhance", "histogram eq."}
     for task, base in (("inpaint", "biharmonic"), ("enhance", "histogram eq.")):
