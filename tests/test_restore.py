@@ -221,7 +221,7 @@ def test_views_average_the_first_rotations_and_flips():
     np.testing.assert_array_equal(restore_image(model, "denoise", img, sigma=25.0, views=8),
                                   restore_image(model, "denoise", img, sigma=25.0, ensemble=True))
     assert len(set(DIHEDRAL_VIEWS)) == 8
-    for bad in (0, 3, 16):
+    for bad in (0, 3, 16, True):
         with pytest.raises(ValueError, match=r"views must be one of \(1, 2, 4, 8\)"):
             restore_image(model, "denoise", img, sigma=25.0, views=bad)
     with pytest.raises(ValueError, match="ensemble=True means views=8"):

@@ -133,7 +133,7 @@ def dihedral(x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torc
 
 #: The views of the self-ensemble, in the order :func:`restore_image` takes them (``views=n``: the
 #: first ``n``), as ``(quarter turns, flip)``: the photo, its half turn, the two quarter turns, then
-#: the mirrored four. The first two already give most of the gain of all eight.
+#: the mirrored four. The first two already give more than half of the gain of all eight.
 DIHEDRAL_VIEWS: tuple[tuple[int, bool], ...] = ((0, False), (2, False), (1, False), (3, False),
                                                 (0, True), (2, True), (1, True), (3, True))
 #: The numbers of views :func:`restore_image` accepts.
@@ -168,8 +168,9 @@ def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float 
         if views not in (1, 8):
             raise ValueError(f"ensemble=True means views=8, but views={views} was given")
         views = 8
-    if views not in VIEW_COUNTS:
-        raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views}")
+    if isinstance(views, bool) or views not in VIEW_COUNTS:
+        raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
+    views = int(views)
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:
         return np.stack([restore_image(model, task, arr[:, :, i], sigma=sigma, mask=mask, tile=tile,
