@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from aebook.imageio import upsample_bicubic
+from aebook.imageio import image_to_tensor, tensor_to_image, upsample_bicubic
 
 Rng = np.random.Generator | int | None
 
@@ -235,6 +235,12 @@ def crop_to_multiple(img: np.ndarray, scale: int) -> np.ndarray:
 DOWNSCALE_KERNELS: tuple[str, ...] = ("area", "bicubic")
 
 
+def check_kernel(kernel: str) -> None:
+    """Raise ``ValueError`` naming ``kernel`` unless it is one of :data:`DOWNSCALE_KERNELS`."""
+    if kernel not in DOWNSCALE_KERNELS:
+        raise ValueError(f"unknown downscaling kernel {kernel!r}: choose one of {', '.join(DOWNSCALE_KERNELS)}")
+
+
 def downsample(img: np.ndarray, scale: int, kernel: str = "area") -> np.ndarray:
     """Shrink by ``scale`` with area averaging (the mean of each ``scale x scale`` block).
 
@@ -248,14 +254,10 @@ def downsample(img: np.ndarray, scale: int, kernel: str = "area") -> np.ndarray:
     image editors: sharper than block means, with slight ringing at edges; clipped to [0, 1].
     Both put each small pixel at the centre of its ``scale x scale`` block.
     """
-    if kernel not in DOWNSCALE_KERNELS:
-        raise ValueError(f"unknown downscaling kernel {kernel!r}: choose one of {', '.join(DOWNSCALE_KERNELS)}")
+    check_kernel(kernel)
     img = crop_to_multiple(img, scale)
     if kernel == "bicubic":
-        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
-        x = x[None, None] if img.ndim == 2 else x.permute(2, 0, 1)[None]
-        small = downsample_batch(x, scale, "bicubic")[0]
-        return (small[0] if img.ndim == 2 else small.permute(1, 2, 0)).numpy()
+        return tensor_to_image(downsample_batch(image_to_tensor(img, clip=False), scale, "bicubic"))
     h, w = img.shape[0] // scale, img.shape[1] // scale
     blocks = img.reshape(h, scale, w, scale, *img.shape[2:])
     return blocks.mean(axis=(1, 3), dtype=np.float32)
@@ -379,8 +381,7 @@ def as_eight_bit_batch(x: torch.Tensor) -> torch.Tensor:
 
 def downsample_batch(x: torch.Tensor, scale: int, kernel: str = "area") -> torch.Tensor:
     """:func:`downsample` for a batch ``(N, C, H, W)`` whose H and W are multiples of ``scale``."""
-    if kernel not in DOWNSCALE_KERNELS:
-        raise ValueError(f"unknown downscaling kernel {kernel!r}: choose one of {', '.join(DOWNSCALE_KERNELS)}")
+    check_kernel(kernel)
     if x.ndim != 4 or x.shape[-2] % scale or x.shape[-1] % scale:
         raise ValueError(f"x must have shape (N, C, H, W) with H and W multiples of {scale}, got {tuple(x.shape)}")
     if kernel == "area":

@@ -75,9 +75,7 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
     """
     if kind not in DAMAGE_KINDS:
         raise ValueError(f"unknown damage kind {kind!r}: choose one of {', '.join(DAMAGE_KINDS)}")
-    if kernel not in damage_models.DOWNSCALE_KERNELS:
-        raise ValueError(f"unknown downscaling kernel {kernel!r}: choose one of "
-                         f"{', '.join(damage_models.DOWNSCALE_KERNELS)}")
+    damage_models.check_kernel(kernel)
 
     def masked(img: np.ndarray, mask: np.ndarray, fill: np.ndarray | float = 0.0) -> Damaged:
         out = damage_models.apply_mask(img, mask)
