@@ -34,7 +34,7 @@ from aebook import __version__, baselines, checkpoint, generators, guards, image
 from aebook import data as datasets
 from aebook import train as training
 from aebook.codecs import bitstream, coding
-from aebook.restoration import inference, nets, tasks
+from aebook.restoration import damage, inference, nets, tasks
 from aebook.restoration import training as restorer_training
 
 EXIT_BAD_INPUT = 2
@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "'auto' to estimate it from the image (blind denoising) (default: 25)")
         if name == "upscale":
             q.add_argument("--scale", type=int, required=True, choices=[2, 4], help="2 or 4")
+            q.add_argument("--kernel", choices=damage.DOWNSCALE_KERNELS, default=inference.DEFAULT_KERNEL,
+                           help="how the small image was shrunk: 'bicubic' (antialiased, as image editors and "
+                           "the benchmarks shrink) or 'area' (block means); a network trained with the kernel "
+                           "as an input uses it (default: %(default)s)")
         q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         q.add_argument("--tile", type=int, default=512, help="process the image in tiles of this many pixels "
@@ -329,13 +333,16 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     if sigma == "auto":
         sigma = inference.estimate_noise_sigma(img)
     with torch.inference_mode():
-        out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, views=args.views)
+        out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, views=args.views,
+                                      kernel=getattr(args, "kernel", None))
     colour = np.asarray(out).ndim == 3
     # a 16-bit grayscale input keeps its depth where the output format can hold it (PNG)
     bits = 16 if bits == 16 and not colour and str(args.output).lower().endswith(".png") else 8
     imageio.write_image(args.output, out, bits=bits)
     return {"output": str(args.output), "task": task, "height": int(out.shape[0]), "width": int(out.shape[1]),
             "mode": "RGB" if colour else "L", "bits": bits, "views": args.views,
+            # the kernel the network was told; null for a network trained without that input
+            **({"kernel": args.kernel if model.cond_channels else None} if task.startswith("upscale") else {}),
             "seconds": round(time.perf_counter() - start, 3),
             **({"sigma": round(float(sigma), 3), "sigma_estimated": args.sigma == "auto"} if task == "denoise" else {})}
 

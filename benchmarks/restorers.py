@@ -60,6 +60,8 @@ def _network(model: torch.nn.Module, task: str, views: int = 1):
         return lambda d: restore_image(model, task, d.damaged, sigma=d.sigma, views=views)
     if task == "inpaint":
         return lambda d: restore_image(model, task, d.damaged, mask=d.mask, views=views)
+    if task.startswith("upscale"):  # a kernel-conditioned network is told the kernel that shrank the photo
+        return lambda d: restore_image(model, task, d.damaged, views=views, kernel=d.kernel)
     return lambda d: restore_image(model, task, d.damaged, views=views)
 
 

@@ -147,6 +147,23 @@ def test_restore_commands_end_to_end(tmp_path, capsys):
     rgb = write_image(tmp_path / "rgb.png", load_photo("astronaut")[:30, :41])
     assert main(["upscale", str(rgb), str(tmp_path / "up.png"), "--scale", "2", "--model", str(run)]) == 0
     assert read_image(tmp_path / "up.png").shape == (60, 82, 3)
+    assert json.loads(capsys.readouterr().out)["kernel"] is None  # this network takes no kernel map
+    # a kernel-conditioned network is told the kernel, and the command says which it was told
+    import torch
+
+    from aebook.restoration.nets import add_condition_channels, load_restorer, save_restorer
+
+    conditioned = add_condition_channels(load_restorer(run)[0], 1)
+    with torch.no_grad():
+        conditioned.body[0].weight[:, 1:] = 0.5
+    save_restorer(tmp_path / "sr_k", conditioned, "upscale2")
+    outs = {}
+    for kernel in ("area", "bicubic"):
+        assert main(["upscale", str(rgb), str(tmp_path / f"{kernel}.png"), "--scale", "2", "--kernel", kernel,
+                     "--model", str(tmp_path / "sr_k")]) == 0
+        assert json.loads(capsys.readouterr().out)["kernel"] == kernel
+        outs[kernel] = read_image(tmp_path / f"{kernel}.png")
+    assert not np.array_equal(outs["area"], outs["bicubic"])
     # a model for another task, another scale, or a missing pretrained name: one line, exit 2, no output
     for args, message in [(["upscale", str(rgb), str(tmp_path / "o.png"), "--scale", "4", "--model", str(run)],
                            "trained for 'upscale2', not 'upscale4'"),

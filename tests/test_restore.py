@@ -362,7 +362,7 @@ def test_psnr_loss_weighs_each_patch_by_its_relative_error():
     with pytest.raises(ValueError, match="unknown loss"):
         train_restorer("denoise", loss="l1", epochs=1, n_patches=4, patch_size=8, depth=2, width=4,
                        device="cpu", progress=False)
-    with pytest.raises(ValueError, match="sigma_range, eight_bit and bicubic_downscale apply"):
+    with pytest.raises(ValueError, match="sigma_range, eight_bit, bicubic_downscale and kernel_condition apply"):
         train_restorer(make_task("denoise"), sigma_range=(20, 30), epochs=1, n_patches=4, patch_size=8,
                        depth=2, width=4, device="cpu", progress=False)
     model, losses = train_restorer("denoise", loss="psnr", sigma_range=(20, 30), epochs=2, n_patches=16,
@@ -568,3 +568,70 @@ def test_bicubic_downscale_share_of_super_resolution_pairs_is_shrunk_with_bicubi
         make_task("upscale2", bicubic_downscale=-0.1)
     with pytest.raises(ValueError, match="bicubic_downscale is a setting of the upscale tasks"):
         make_task("denoise", bicubic_downscale=0.5)
+
+
+def test_kernel_condition_labels_each_pair_with_the_kernel_that_shrank_it():
+    from aebook.restoration.damage import downsample_batch
+    from aebook.imageio import upsample_bicubic
+    from aebook.restoration.tasks import KERNEL_CODES
+
+    clean = torch.rand(64, 1, 16, 16)
+    by = {k: upsample_bicubic(downsample_batch(clean, 2, k), (16, 16)) for k in ("area", "bicubic")}
+    task = make_task("upscale2", bicubic_downscale=0.5, kernel_condition=True)
+    assert task.cond_channels == 1
+    damaged, cond = task.make(clean, torch.Generator().manual_seed(3))
+    assert cond.shape == (64, 1, 16, 16)
+    for i, x in enumerate(damaged):
+        kernel = next(k for k, v in by.items() if torch.allclose(x, v[i], atol=1e-6))
+        assert torch.all(cond[i] == KERNEL_CODES[kernel])
+    assert 0 < int((cond[:, 0, 0, 0] == KERNEL_CODES["bicubic"]).sum()) < 64
+    # the same pairs as without the label: the label draws nothing
+    plain, _ = make_task("upscale2", bicubic_downscale=0.5).make(clean, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, damaged)
+    with pytest.raises(ValueError, match="kernel_condition is a setting of the upscale tasks"):
+        make_task("inpaint", kernel_condition=True)
+
+
+@pytest.mark.parametrize("arch", ["residual_cnn", "encoder_decoder"])
+def test_add_condition_channels_keeps_the_function_and_training_warm_starts_through_it(arch, tmp_path):
+    from aebook.restoration.nets import add_condition_channels, build_restorer, save_restorer
+
+    options = dict(depth=3, width=4) if arch == "residual_cnn" else dict(widths=(4, 8), blocks=(1, 1))
+    model = build_restorer(arch, 1, 0, **options).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # not the identity it starts as
+    wider = add_condition_channels(model, 1).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), x, atol=1e-4)
+        for value in (0.0, 1.0):
+            assert torch.allclose(wider(x, torch.full((2, 1, 16, 16), value)), model(x), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot drop condition channels"):
+        add_condition_channels(wider, 0)
+    save_restorer(tmp_path / "start", model, "upscale2")
+    trained, losses = train_restorer("upscale2", arch=arch, **options, kernel_condition=True, bicubic_downscale=0.5,
+                                     init=tmp_path / "start", epochs=1, n_patches=8, patch_size=16, batch_size=4,
+                                     lr=1e-3, device="cpu", progress=False)
+    assert trained.cond_channels == 1 and np.isfinite(losses).all()
+
+
+def test_restore_image_tells_a_kernel_conditioned_network_the_kernel():
+    from aebook.restoration.nets import add_condition_channels, build_restorer
+
+    plain = build_restorer("encoder_decoder", 1, 0, widths=(4, 8), blocks=(1, 1)).eval()
+    conditioned = add_condition_channels(plain, 1).eval()
+    with torch.no_grad():
+        conditioned.head.weight[:, 1:] = 0.5  # the kernel map now changes the output
+        conditioned.tail.weight.normal_(0, 0.1)
+        plain.tail.weight.copy_(conditioned.tail.weight)
+    small = np.random.default_rng(0).random((12, 10)).astype(np.float32)
+    area, bicubic, default = (restore_image(conditioned, "upscale2", small, kernel=k) for k in ("area", "bicubic", None))
+    assert area.shape == (24, 20) and not np.allclose(area, bicubic)
+    assert np.array_equal(default, bicubic)  # the default is antialiased bicubic
+    # a network without the kernel map ignores it
+    assert np.array_equal(restore_image(plain, "upscale2", small, kernel="area"), restore_image(plain, "upscale2", small))
+    with pytest.raises(ValueError, match="unknown downscaling kernel 'box'"):
+        restore_image(conditioned, "upscale2", small, kernel="box")
+    with pytest.raises(ValueError, match="kernel is a setting of super-resolution"):
+        restore_image(plain, "denoise", small, sigma=25, kernel="area")

@@ -43,7 +43,7 @@ class Damaged:
     multiple of ``scale`` for super-resolution); ``mask`` is True where pixels
     are missing (inpainting, and for blind damage the truth the restorer is
     *not* given); ``sigma`` is the noise level (0-255 scale); ``scale`` the
-    super-resolution factor.
+    super-resolution factor and ``kernel`` the downscaling kernel that made the small image.
     """
 
     clean: np.ndarray
@@ -51,6 +51,7 @@ class Damaged:
     mask: np.ndarray | None = None
     sigma: float | None = None
     scale: int | None = None
+    kernel: str | None = None
 
 
 def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: int = 8, width: float = 3.0,
@@ -104,7 +105,7 @@ def make_damage(kind: str, *, fraction: float = 0.25, block: int = 8, n_lines: i
             return Damaged(img, damage_models.add_gaussian_noise(img, sigma, rng=seed), sigma=float(sigma))
         if kind == "downsample":
             return Damaged(damage_models.crop_to_multiple(img, scale), damage_models.downsample(img, scale, kernel),
-                           scale=scale)
+                           scale=scale, kernel=kernel)
         return Damaged(img, damage_models.random_degradation(img, rng=seed))
 
     return damage

@@ -19,7 +19,8 @@ from scipy.ndimage import maximum_filter
 from torch import nn
 
 from aebook.imageio import image_to_tensor, pad_to_multiple, tensor_to_image, upsample_bicubic
-from aebook.restoration.tasks import TASKS, keep_known, smooth_fill
+from aebook.restoration.damage import check_kernel
+from aebook.restoration.tasks import KERNEL_CODES, TASKS, keep_known, smooth_fill
 
 
 @torch.no_grad()
@@ -142,11 +143,15 @@ VIEW_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 #: (``--views``): the photo and its half turn, averaged. Twice the work of one pass, and about
 #: 0.08 dB better for the shipped denoiser (chapter 4.4 measures it).
 DEFAULT_VIEWS = 2
+#: The downscaling kernel a kernel-conditioned super-resolution network assumes unless told
+#: (``aebook upscale --kernel``): antialiased bicubic, the way image editors, PIL, MATLAB's
+#: ``imresize`` and the super-resolution benchmarks shrink photos.
+DEFAULT_KERNEL = "bicubic"
 
 
 def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float | None = None,
                   mask: np.ndarray | None = None, tile: int | None = None, ensemble: bool = False,
-                  views: int = 1) -> np.ndarray:
+                  views: int = 1, kernel: str | None = None) -> np.ndarray:
     """Restore one image (float array in [0, 1]) with a trained network.
 
     ``denoise`` needs ``sigma`` (0-255 scale); ``inpaint`` needs ``mask``
@@ -163,6 +168,12 @@ def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float 
     (:data:`DIHEDRAL_VIEWS`), each result is turned back and they are averaged.
     ``views`` times the work for a cleaner estimate; chapters 4.3 and 4.4 measure the gain.
     ``ensemble=True`` is ``views=8``.
+
+    ``kernel`` (super-resolution only: one of
+    :data:`~aebook.restoration.damage.DOWNSCALE_KERNELS`, default :data:`DEFAULT_KERNEL`) says how
+    the small image was shrunk: ``"area"`` (block means) or ``"bicubic"``. A kernel-conditioned
+    network (one condition channel) is given it as a constant map; a network trained without
+    that map ignores it.
     """
     if ensemble:
         if views not in (1, 8):
@@ -171,13 +182,17 @@ def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float 
     if isinstance(views, bool) or views not in VIEW_COUNTS:
         raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
     views = int(views)
+    if kernel is not None:
+        if task not in ("upscale2", "upscale4"):
+            raise ValueError(f"kernel is a setting of super-resolution (upscale2, upscale4), not of {task!r}")
+        check_kernel(kernel)
     arr = np.asarray(img, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[2] == 3 and model.channels == 1:
         return np.stack([restore_image(model, task, arr[:, :, i], sigma=sigma, mask=mask, tile=tile,
-                                       views=views) for i in range(3)], axis=2)
+                                       views=views, kernel=kernel) for i in range(3)], axis=2)
     if arr.ndim == 2 and model.channels == 3:
         return restore_image(model, task, np.repeat(arr[:, :, None], 3, axis=2), sigma=sigma, mask=mask,
-                             tile=tile, views=views).mean(axis=2)
+                             tile=tile, views=views, kernel=kernel).mean(axis=2)
     x = image_to_tensor(arr, clip=False)
     cond = None
     if task == "denoise":
@@ -194,6 +209,9 @@ def restore_image(model: nn.Module, task: str, img: np.ndarray, *, sigma: float 
     elif task in ("upscale2", "upscale4"):
         scale = int(task[-1])
         x = upsample_bicubic(x, (x.shape[-2] * scale, x.shape[-1] * scale))
+        if model.cond_channels:  # a kernel-conditioned network: say how the small image was made
+            code = KERNEL_CODES[kernel or DEFAULT_KERNEL]
+            cond = torch.full((1, model.cond_channels, *x.shape[-2:]), code)
     elif task not in ("enhance", "inpaint_blind"):
         raise ValueError(f"unknown restoration task {task!r}: choose one of {', '.join(TASKS)}")
     model.eval()

@@ -252,6 +252,26 @@ def deepen(model: ResidualCNN, depth: int) -> ResidualCNN:
     return out.train(model.training)
 
 
+def add_condition_channels(model: nn.Module, cond_channels: int) -> nn.Module:
+    """A copy of ``model`` that takes ``cond_channels`` condition channels (more than it has)
+    and computes exactly the same function whatever they hold.
+
+    The first convolution gets input channels whose weights are zero; training then learns to
+    use them. The way to give a trained restorer a new condition map (e.g. the downscaling
+    kernel of a super-resolution network) without starting again.
+    """
+    old = int(model.cond_channels)
+    if cond_channels < old:
+        raise ValueError(f"cannot drop condition channels: the model has {old}, asked for {cond_channels}")
+    out = build_from_config({**model.config, "cond_channels": cond_channels})
+    state = model.state_dict()
+    first = "head.weight" if isinstance(model, EncoderDecoder) else "body.0.weight"
+    weight = state[first]
+    extra = weight.new_zeros(weight.shape[0], cond_channels - old, *weight.shape[2:])
+    out.load_state_dict({**state, first: torch.cat([weight, extra], dim=1)})
+    return out.train(model.training)
+
+
 def receptive_field(model, channels: int | None = None, cond_channels: int | None = None,
                     size: int = 512) -> int:
     """The side of the square of input pixels that can change one output pixel of ``model``

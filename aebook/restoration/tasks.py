@@ -12,6 +12,7 @@ denoise      noisy image + sigma/255 map      noisy + correction
 inpaint      holes pre-filled by                kept pixels, holes filled by the model
              :func:`smooth_fill` + mask
 upscale2/4   bicubic-upscaled low-res image   bicubic + correction
+             (+ kernel map, if conditioned)
 enhance      badly exposed / colour-cast RGB  corrected image
 =========== ================================ ======================================
 
@@ -116,14 +117,24 @@ def _inpaint_blind_make(clean, gen):
     return clean * (1 - mask) + fill * mask, None
 
 
-def _upscale_make(scale, bicubic_downscale: float = 0.0):
+#: The value of the kernel map a kernel-conditioned super-resolution network is given
+#: (``make_task(..., kernel_condition=True)``): how the small image was shrunk.
+KERNEL_CODES: dict[str, float] = {"area": 0.0, "bicubic": 1.0}
+
+
+def _upscale_make(scale, bicubic_downscale: float = 0.0, kernel_condition: bool = False):
     def make(clean, gen):
         h, w = clean.shape[-2:]
         small = downsample_batch(clean, scale)  # block means
+        chosen = torch.zeros(clean.shape[0], dtype=torch.bool, device=clean.device)
         if bicubic_downscale > 0:  # no extra draw otherwise: runs recorded before this setting replay exactly
             chosen = torch.rand(clean.shape[0], generator=gen, device=clean.device) < bicubic_downscale
             small = torch.where(chosen.view(-1, 1, 1, 1), downsample_batch(clean, scale, "bicubic"), small)
-        return upsample_bicubic(small, (h, w)), None
+        cond = None
+        if kernel_condition:  # tell the network which kernel made each small image
+            code = torch.where(chosen, KERNEL_CODES["bicubic"], KERNEL_CODES["area"]).to(clean.dtype)
+            cond = code.view(-1, 1, 1, 1).expand(-1, 1, h, w)
+        return upsample_bicubic(small, (h, w)), cond
     return make
 
 
@@ -141,7 +152,7 @@ def _plain(damaged, cond, out):
 
 
 def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | None = None,
-              eight_bit: float = 0.0, bicubic_downscale: float = 0.0) -> Task:
+              eight_bit: float = 0.0, bicubic_downscale: float = 0.0, kernel_condition: bool = False) -> Task:
     """The :class:`Task` called ``name`` (one of :data:`TASKS`).
 
     ``sigma_range`` (denoising only; default :data:`SIGMA_RANGE`) is the interval, on the 0-255
@@ -160,14 +171,21 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
     (:func:`aebook.restoration.damage.downsample_batch`, as PIL, MATLAB's ``imresize`` and the
     super-resolution benchmarks shrink) instead of block means. A network trained on one kernel
     alone loses part of its gain on images shrunk with the other.
+
+    ``kernel_condition`` (super-resolution only) gives the network one more input channel, a
+    constant map saying which kernel shrank the small image (:data:`KERNEL_CODES`: 0 for block
+    means, 1 for bicubic), as the noise-level map tells the denoiser its sigma. Trained on both
+    kernels (``bicubic_downscale`` between 0 and 1), one network then serves each kernel as a
+    network trained on it alone would, instead of a compromise between them.
     """
     for setting, value in (("eight_bit", eight_bit), ("bicubic_downscale", bicubic_downscale)):
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{setting} must be a probability in [0, 1], got {value}")
     if eight_bit and name != "denoise":
         raise ValueError(f"eight_bit is a setting of the denoise task, not of {name!r}")
-    if bicubic_downscale and name not in ("upscale2", "upscale4"):
-        raise ValueError(f"bicubic_downscale is a setting of the upscale tasks, not of {name!r}")
+    for setting, value in (("bicubic_downscale", bicubic_downscale), ("kernel_condition", kernel_condition)):
+        if value and name not in ("upscale2", "upscale4"):
+            raise ValueError(f"{setting} is a setting of the upscale tasks, not of {name!r}")
     if sigma_range is not None:
         if name != "denoise":
             raise ValueError(f"sigma_range is a setting of the denoise task, not of {name!r}")
@@ -183,7 +201,8 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
     if name == "inpaint_blind":
         return Task(name, channels, 0, _inpaint_blind_make, _plain)
     if name in ("upscale2", "upscale4"):
-        return Task(name, channels, 0, _upscale_make(int(name[-1]), float(bicubic_downscale)), _plain)
+        return Task(name, channels, int(bool(kernel_condition)),
+                    _upscale_make(int(name[-1]), float(bicubic_downscale), bool(kernel_condition)), _plain)
     if name == "enhance":
         return Task(name, 3, 0, _enhance_make, _plain)
     raise ValueError(f"unknown restoration task {name!r}: choose one of {', '.join(TASKS)}")

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aebook.data import photo_patches
-from aebook.restoration.nets import ResidualCNN, build_restorer, deepen, load_restorer
+from aebook.restoration.nets import ResidualCNN, add_condition_channels, build_restorer, deepen, load_restorer
 from aebook.restoration.tasks import Task, make_task
 from aebook.runtime import pick_device
 from aebook.train import TrainStep
@@ -61,7 +61,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    skips: bool = True, global_context: bool = False,
                    scale_range: tuple[float, float] = (1.0, 1.0),
                    channel_mix: bool = False, eight_bit: float = 0.0,
-                   bicubic_downscale: float = 0.0) -> tuple[nn.Module, list[float]]:
+                   bicubic_downscale: float = 0.0,
+                   kernel_condition: bool = False) -> tuple[nn.Module, list[float]]:
     """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
 
     ``arch`` chooses the network (:data:`~aebook.restoration.nets.ARCHITECTURES`): ``"residual_cnn"``
@@ -102,7 +103,9 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     (:func:`~aebook.restoration.tasks.make_task`), and ``eight_bit`` trains it on that share of
     patches clipped and rounded as an 8-bit file is (the form in which the CLI reads a noisy photo).
     ``bicubic_downscale`` (super-resolution) shrinks that share of the training pairs with
-    antialiased bicubic instead of block means (:func:`~aebook.restoration.tasks.make_task`).
+    antialiased bicubic instead of block means, and ``kernel_condition`` tells the network which
+    kernel shrank each pair (:func:`~aebook.restoration.tasks.make_task`); a start without that
+    input channel gets it with zero weights (:func:`~aebook.restoration.nets.add_condition_channels`).
     ``loss`` is ``"mse"`` (the mean squared error of the batch) or
     ``"psnr"``: the mean of the patches' PSNRs, i.e. each patch's squared-error gradient divided
     by that patch's own (detached) MSE, floored at :data:`PSNR_LOSS_FLOOR`. Under plain MSE the
@@ -120,11 +123,12 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
         raise ValueError(f"minutes must be positive, got {minutes}")
     if not 0.0 <= warmup <= 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1], got {warmup}")
-    if isinstance(task, Task) and (sigma_range is not None or eight_bit or bicubic_downscale):
-        raise ValueError("sigma_range, eight_bit and bicubic_downscale apply to the built-in tasks, "
-                         "not to a Task of its own")
+    if isinstance(task, Task) and (sigma_range is not None or eight_bit or bicubic_downscale or kernel_condition):
+        raise ValueError("sigma_range, eight_bit, bicubic_downscale and kernel_condition apply to the built-in "
+                         "tasks, not to a Task of its own")
     spec = task if isinstance(task, Task) else make_task(task, sigma_range=sigma_range, eight_bit=eight_bit,
-                                                         bicubic_downscale=bicubic_downscale)
+                                                         bicubic_downscale=bicubic_downscale,
+                                                         kernel_condition=kernel_condition)
     dev = pick_device(device)
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed,
@@ -139,6 +143,9 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
             start, start_task, _ = load_restorer(init)
         if isinstance(start, ResidualCNN) and arch == "residual_cnn" and start.config["depth"] < depth:
             start = deepen(start, depth)  # more layers than the start: grow it, same function
+        if start.cond_channels < model.cond_channels and {**start.config, "cond_channels": 0} == {
+                **model.config, "cond_channels": 0}:
+            start = add_condition_channels(start, model.cond_channels)  # a new condition map, same function
         same_job = start_task == spec.name or {start_task, spec.name} <= SUPER_RESOLUTION
         if (not same_job and not isinstance(task, Task)) or start.config != model.config:
             what = "the given network" if isinstance(init, nn.Module) else f"init {init!r}"
