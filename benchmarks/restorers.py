@@ -20,7 +20,9 @@ the same conditions. ``--eight-bit`` gives every method the damaged image as an 
 it (clipped to [0, 1], rounded to 256 levels), which is how ``aebook denoise`` and the other
 commands receive it; without it the noise is the literature's unclipped Gaussian.
 ``--downscale bicubic`` shrinks the super-resolution inputs with antialiased bicubic (as image
-editors and the super-resolution benchmarks do) instead of block means. The networks run with
+editors and the super-resolution benchmarks do) instead of block means; a kernel-conditioned
+network is told that kernel, or the one ``--tell`` names (the cost of a wrong ``aebook upscale
+--kernel``). The networks run with
 the commands' default views (``DEFAULT_VIEWS``: the image and its half turn, averaged); ``--views
 1`` measures one pass, the network alone. Usage::
 
@@ -55,13 +57,13 @@ from aebook.restoration.evaluate import evaluate_methods, load_held_out, make_da
 TASKS = ("denoise", "inpaint", "upscale2", "upscale4", "enhance")
 
 
-def _network(model: torch.nn.Module, task: str, views: int = 1):
+def _network(model: torch.nn.Module, task: str, views: int = 1, tell: str | None = None):
     if task == "denoise":
         return lambda d: restore_image(model, task, d.damaged, sigma=d.sigma, views=views)
     if task == "inpaint":
         return lambda d: restore_image(model, task, d.damaged, mask=d.mask, views=views)
     if task.startswith("upscale"):  # a kernel-conditioned network is told the kernel that shrank the photo
-        return lambda d: restore_image(model, task, d.damaged, views=views, kernel=d.kernel)
+        return lambda d: restore_image(model, task, d.damaged, views=views, kernel=tell or d.kernel)
     return lambda d: restore_image(model, task, d.damaged, views=views)
 
 
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="damaged inputs as an 8-bit file holds them (clipped, rounded), as the CLI reads them")
     parser.add_argument("--downscale", choices=DOWNSCALE_KERNELS, default="area",
                         help="how the super-resolution inputs are shrunk (default: area, i.e. block means)")
+    parser.add_argument("--tell", choices=DOWNSCALE_KERNELS, default=None,
+                        help="tell kernel-conditioned super-resolution networks this kernel instead of the one "
+                        "that shrank the photos: the cost of a wrong 'aebook upscale --kernel'")
     parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=DEFAULT_VIEWS,
                         help="rotated/flipped views each network averages, as the commands' --views "
                         "(default: %(default)s, the commands' default)")
@@ -124,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                "upscale2": make_damage("downsample", scale=2, kernel=args.downscale, **eight),
                "upscale4": make_damage("downsample", scale=4, kernel=args.downscale, **eight), "enhance": make_damage("exposure", **eight)}
     result: dict = {"benchmark": "restorers", "images": list(photos), "crop": args.crop, "eight_bit": args.eight_bit,
-                    "downscale": args.downscale,
+                    "downscale": args.downscale, "told": args.tell or args.downscale,
                     "views": args.views,
                     "psnr": {}, "ssim": {}, "gain": {},
                     "per_image": {}}
     start = time.perf_counter()
     with torch.inference_mode():
         for task, models in by_task.items():
-            methods = {name: _network(m, task, args.views) for name, m in models.items()}
+            methods = {name: _network(m, task, args.views, args.tell) for name, m in models.items()}
             base_name, base = baselines[task]
             if task != "denoise" or args.bm3d:
                 methods[base_name] = base

@@ -206,6 +206,7 @@ def test_downsample_damage_can_shrink_with_bicubic():
     bicubic = make_damage("downsample", scale=2, kernel="bicubic")(img, 0)
     assert bicubic.damaged.shape == area.damaged.shape and np.array_equal(bicubic.clean, area.clean)
     assert not np.allclose(bicubic.damaged, area.damaged)
+    assert (area.kernel, bicubic.kernel) == ("area", "bicubic")  # a restorer may be told the kernel
     with pytest.raises(ValueError, match="unknown downscaling kernel 'box'"):
         make_damage("downsample", kernel="box")
 
@@ -228,3 +229,29 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
             result["psnr"][task][task] - result["psnr"][task][base], abs=1e-3)
     run = subprocess.run([sys.executable, script, "enhance=denoise"], capture_output=True, text=True)
     assert run.returncode == 2 and "is a 'denoise' restorer, not a 'enhance' one" in run.stderr
+
+
+def test_restorers_benchmark_tells_a_kernel_conditioned_network_the_kernel(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from aebook.restoration.nets import add_condition_channels, build_restorer, save_restorer
+
+    net = add_condition_channels(build_restorer("encoder_decoder", 1, 0, widths=(4, 8), blocks=(1, 1)), 1)
+    with torch.no_grad():
+        net.head.weight[:, 1:] = 0.5  # the kernel map changes the output
+        net.tail.weight.normal_(0, 0.1)
+    save_restorer(tmp_path / "sr", net, "upscale2")
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "restorers.py")
+    results = {}
+    for extra in ([], ["--tell", "area"]):
+        out = subprocess.run([sys.executable, script, f"upscale2={tmp_path / 'sr'}", "--downscale", "bicubic",
+                              "--crop", "64", "--views", "1", "--threads", "1", "--json", *extra],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        results[result["told"]] = result["psnr"]["upscale2"][str(tmp_path / "sr")]
+    assert set(results) == {"bicubic", "area"} and results["bicubic"] != results["area"]
