@@ -366,3 +366,13 @@ def test_training_minutes_add_up_every_stage_per_device():
         assert sum(minutes.values()) == pytest.approx(sum(s.get("wall_minutes") or 0 for s in stages))
         assert all(":" not in device for device in minutes)  # "cpu", "NVIDIA H100 80GB HBM3", ...
     assert "NVIDIA H100 80GB HBM3" in pt.training_minutes("denoise_cnn")  # its GPU stages are counted
+
+
+def test_training_settings_are_those_the_shipped_weights_record():
+    for name in pt.available():
+        settings = pt.training_settings(name)
+        recorded = pt.pretrained(name)[1]["train"]  # what the run folder's config.json says
+        assert {k: recorded[k] for k in settings if k in recorded} == settings
+    assert pt.training_settings("denoise")["task"] == "denoise"
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+        pt.training_settings("nope")

@@ -60,6 +60,18 @@ def training_minutes(name: str, root: Path | None = None) -> dict[str, float]:
     return minutes
 
 
+def training_settings(name: str, root: Path | None = None) -> dict[str, Any]:
+    """The settings the last training stage of a shipped model ran with (the recipe and its
+    ``--set`` overrides, as the manifest records them), without loading its weights.
+
+    A setting added to the recipes after that stage is absent: the caller's default applies.
+    """
+    entries = manifest(root)
+    if name not in entries:
+        raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(entries) or 'none'}")
+    return dict(entries[name].get("settings") or {})
+
+
 def available(root: Path | None = None) -> list[str]:
     """Names of the shipped pretrained models."""
     return sorted(manifest(root))
