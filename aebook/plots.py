@@ -6,13 +6,14 @@ that no number in the book's prose is typed by hand.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from aebook.metrics import psnr, ssim
+from aebook.runtime import live_frontend
 
 
 def _img(x) -> np.ndarray:
@@ -190,3 +191,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatf
             raise ValueError(f"row {list(row)} has {len(row)} values for {len(headers)} headers")
         lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
     return "\n".join(lines)
+
+
+def explore(show: Callable[[int], None], name: str, value: int, low: int, high: int, step: int = 1,
+            description: str | None = None) -> None:
+    """Draw ``show(value)``, the static figure every page shows; and, where a person drives the
+    notebook (:func:`aebook.runtime.live_frontend`), an integer slider above it, from ``low`` to
+    ``high``, that calls ``show(**{name: v})`` again as it moves (``ipywidgets``, the ``book`` extra)."""
+    if not low <= value <= high or step < 1:
+        raise ValueError(f"slider {name!r}: need low <= value <= high and step >= 1, got {low}, {value}, {high}, {step}")
+    if live_frontend():
+        import ipywidgets as widgets
+
+        widgets.interact(show, **{name: widgets.IntSlider(value=value, min=low, max=high, step=step,
+                                                          description=description or name)})
+    show(value)

@@ -63,3 +63,23 @@ def test_live_frontend(monkeypatch):
     assert not live_frontend()  # batch execution (nbval, the book build): no widgets
     monkeypatch.setenv("JPY_SESSION_NAME", "/tmp/x.ipynb")
     assert live_frontend()
+
+
+def test_explore_draws_the_static_figure_and_a_slider_only_where_a_person_drives(monkeypatch):
+    import sys
+    import types
+
+    from aebook import plots
+
+    calls, sliders = [], []
+    fake = types.SimpleNamespace(IntSlider=lambda **kw: kw, interact=lambda f, **kw: sliders.append(kw))
+    monkeypatch.setitem(sys.modules, "ipywidgets", fake)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    plots.explore(calls.append, "sigma", 25, 5, 75, step=5)
+    assert calls == [25] and sliders == []  # batch execution: the static figure only
+    monkeypatch.setenv("JPY_SESSION_NAME", "/tmp/x.ipynb")
+    plots.explore(calls.append, "sigma", 25, 5, 75, step=5, description="σ")
+    assert calls == [25, 25]
+    assert sliders == [{"sigma": {"value": 25, "min": 5, "max": 75, "step": 5, "description": "σ"}}]
+    with pytest.raises(ValueError, match="slider 'q'"):
+        plots.explore(calls.append, "q", 9, 1, 8)
