@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "upscale":
             q.add_argument("--scale", type=int, required=True, choices=[2, 4], help="2 or 4")
             q.add_argument("--kernel", choices=damage.DOWNSCALE_KERNELS, default=inference.DEFAULT_KERNEL,
-                           help="how the small image was shrunk: 'bicubic' (antialiased, as image editors and "
-                           "the benchmarks shrink) or 'area' (block means); a network trained with the kernel "
-                           "as an input uses it (default: %(default)s)")
+                           help="how the small image was shrunk: 'area' (block means) or 'bicubic' (antialiased, "
+                           "as image editors shrink); only a network trained with the kernel as an input "
+                           "(kernel_condition) uses it; the shipped ones do not (default: %(default)s)")
         q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         q.add_argument("--tile", type=int, default=512, help="process the image in tiles of this many pixels "

@@ -255,3 +255,20 @@ def test_restorers_benchmark_tells_a_kernel_conditioned_network_the_kernel(tmp_p
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results[result["told"]] = result["psnr"]["upscale2"][str(tmp_path / "sr")]
     assert set(results) == {"bicubic", "area"} and results["bicubic"] != results["area"]
+
+
+def test_sr_kernels_benchmark_scores_each_way_of_shrinking(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "sr_kernels.py")
+    out = subprocess.run([sys.executable, script, "upscale2", "--crop", "48", "--threads", "1", "--json"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result) == 7 and all(set(row) == {"upscale2"} for row in result.values())
+    # PIL's antialiased bicubic is the library's own bicubic shrink
+    assert result["PIL bicubic"] == result["antialiased bicubic"]
+    run = subprocess.run([sys.executable, script, "upscale2:box"], capture_output=True, text=True)
+    assert run.returncode == 2 and "the kernel must be one of area, bicubic" in run.stderr
