@@ -175,8 +175,9 @@ def make_task(name: str, channels: int = 1, sigma_range: tuple[float, float] | N
     ``kernel_condition`` (super-resolution only) gives the network one more input channel, a
     constant map saying which kernel shrank the small image (:data:`KERNEL_CODES`: 0 for block
     means, 1 for bicubic), as the noise-level map tells the denoiser its sigma. Trained on both
-    kernels (``bicubic_downscale`` between 0 and 1), one network then serves each kernel as a
-    network trained on it alone would, instead of a compromise between them.
+    kernels (``bicubic_downscale`` between 0 and 1) and told the right one, a network gains more
+    on each than told the wrong one, and more than a network trained on the same mix untold
+    (``benchmarks/sr_kernels.py`` and ``benchmarks/results/README.md`` measure it).
     """
     for setting, value in (("eight_bit", eight_bit), ("bicubic_downscale", bicubic_downscale)):
         if not 0.0 <= float(value) <= 1.0:
