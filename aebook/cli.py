@@ -326,9 +326,7 @@ def cmd_restore(args: argparse.Namespace) -> dict:
         if mask.shape != img.shape[:2]:
             raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}")
-    model, model_task, _ = nets.load_restorer(zoo.resolve(args.model or task), runtime.pick_device(args.device))
-    if model_task != task:
-        raise ValueError(f"model {args.model} was trained for {model_task!r}, not {task!r}")
+    model, _, _ = nets.load_restorer(zoo.resolve(args.model or task), runtime.pick_device(args.device), task=task)
     sigma = getattr(args, "sigma", None)
     if sigma == "auto":
         sigma = inference.estimate_noise_sigma(img)

@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     try:
         for name in args.models:
-            model, task, _ = load_restorer(resolve(name), device=args.device)
-            if task != "denoise":
-                raise ValueError(f"{name} is a {task!r} restorer, not a denoiser")
+            model, _, _ = load_restorer(resolve(name), device=args.device, task="denoise")
             methods[name] = (lambda d, m=model: restore_image(m, "denoise", d.damaged, sigma=d.sigma))
             if args.ensemble:
                 methods[f"{name} (8-fold ensemble)"] = (

@@ -13,6 +13,15 @@
 #     OUT=/tmp/gpu MINUTES=7 bash benchmarks/gpu_parallel.sh benchmarks/gpu_runs.txt
 # A dry run on the CPU in a minute:
 #     OUT=/tmp/gpu MINUTES=0.1 DEVICE=cpu bash benchmarks/gpu_parallel.sh benchmarks/gpu_runs.txt
+#
+# The lent machine's Python (3.12, torch preinstalled) lacked constriction, PyWavelets and
+# cryptography on 2026-11-30, and it cannot reach the registry. Fetch their wheels here into a
+# folder git ignores and carry it: wheels found in $WHEELS (default .whl) are installed first,
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#         --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
+#         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#         constriction PyWavelets cryptography cffi pycparser
+# and the script stops at once, before any run starts, if the package still cannot be imported.
 set -uo pipefail
 
 SPEC=${1:?usage: gpu_parallel.sh SPEC}
@@ -28,7 +37,13 @@ stamp() { echo "=== $(( $(date +%s) - start )) s: $*"; }
 
 stamp "device"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+WHEELS=${WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_site \
+        "$WHEELS"/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/gpu_site"
+fi
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+$PY -c "import aebook.train_pretrained" || { echo "gpu_parallel: aebook cannot be imported here (see the wheels above)"; exit 2; }
 
 names=() pids=()
 while read -r name task args; do

@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             task, sep, name = item.partition("=")
             if not sep or task not in TASKS:
                 raise ValueError(f"expected TASK=MODEL with TASK one of {', '.join(TASKS)}, got {item!r}")
-            model, model_task, _ = load_restorer(resolve(name))
-            if model_task != task:
-                raise ValueError(f"{name} is a {model_task!r} restorer, not a {task!r} one")
+            model, _, _ = load_restorer(resolve(name), task=task)
             by_task.setdefault(task, {})[name] = model.eval()
     except (FileNotFoundError, ValueError) as err:
         print(f"restorers: error: {err}", file=sys.stderr)

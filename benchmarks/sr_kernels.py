@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             name, _, told = spec.partition(":")
             if told and told not in DOWNSCALE_KERNELS:
                 raise ValueError(f"{spec}: the kernel must be one of {', '.join(DOWNSCALE_KERNELS)}, got {told!r}")
-            model, task, _ = load_restorer(resolve(name))
-            if task != "upscale2":
-                raise ValueError(f"{name} is a {task!r} restorer, not an 'upscale2' one")
+            model, _, _ = load_restorer(resolve(name), task="upscale2")
             nets[spec] = (model.eval(), told or None)
     except (FileNotFoundError, ValueError) as err:
         print(f"sr_kernels: error: {err}", file=sys.stderr)

@@ -166,7 +166,7 @@ def test_restore_commands_end_to_end(tmp_path, capsys):
     assert not np.array_equal(outs["area"], outs["bicubic"])
     # a model for another task, another scale, or a missing pretrained name: one line, exit 2, no output
     for args, message in [(["upscale", str(rgb), str(tmp_path / "o.png"), "--scale", "4", "--model", str(run)],
-                           "trained for 'upscale2', not 'upscale4'"),
+                           "is a 'upscale2' restorer, not a 'upscale4' one"),
                           (["denoise", str(rgb), str(tmp_path / "o.png"), "--model", "nope"], "unknown model 'nope'"),
                           (["denoise", str(tmp_path / "missing.png"), str(tmp_path / "o.png")], "does not exist")]:
         assert main(args) == 2

@@ -347,14 +347,20 @@ def build_from_config(cfg: dict, where: str | Path = "config.json") -> nn.Module
     return ResidualCNN(cfg["channels"], cfg["cond_channels"], cfg["depth"], cfg["width"])
 
 
-def load_restorer(run_dir, device: torch.device | str = "cpu") -> tuple[nn.Module, str, dict]:
+def load_restorer(run_dir, device: torch.device | str = "cpu", *,
+                  task: str | None = None) -> tuple[nn.Module, str, dict]:
     """Load a restorer saved by :func:`save_restorer`; returns ``(model, task, config)``.
+
+    ``task``, when given, is the job the caller needs: a network trained for another task is
+    refused with a ``ValueError`` that names both, so a denoiser is never used to upscale.
 
     Raises ``FileNotFoundError`` or ``ValueError`` (tampered, corrupted or another kind of model).
     """
     where = Path(run_dir) / "config.json"
     model, config = load_module(run_dir, lambda cfg: build_from_config(cfg, where), device)
-    task = config.get("train", {}).get("task")
-    if task not in TASKS:
-        raise ValueError(f"{where} does not name a restoration task (got {task!r})")
-    return model, task, config  # type: ignore[return-value]
+    trained_for = config.get("train", {}).get("task")
+    if trained_for not in TASKS:
+        raise ValueError(f"{where} does not name a restoration task (got {trained_for!r})")
+    if task is not None and trained_for != task:
+        raise ValueError(f"{run_dir} is a {trained_for!r} restorer, not a {task!r} one")
+    return model, trained_for, config  # type: ignore[return-value]
