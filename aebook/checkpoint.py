@@ -101,6 +101,8 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``config.json`` of a run folder (it must describe a ``model``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
+        if run_dir.exists():
+            raise NotADirectoryError(f"{run_dir} is a file, not a run folder")
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     path = run_dir / CONFIG
     if not path.exists():

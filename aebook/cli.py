@@ -9,10 +9,11 @@
 ``aebook denoise`` / ``inpaint`` / ``upscale`` / ``enhance`` restore an image file.
 
 Bad input (unknown names, missing folders or files, corrupted checkpoints, numbers
-out of range, an output that would overwrite the input or a foreign folder, a file
-declaring more than ``--max-pixels`` pixels, any error of the operating system)
-prints one line ``aebook: error: ...`` to stderr and exits with code 2, having
-written and changed nothing. Every flag is checked before any work starts.
+out of range, a flag the chosen model does not use, a malformed command line, an output
+that would overwrite the input or a foreign folder, an existing output without
+``--overwrite``, a file declaring more than ``--max-pixels`` pixels, any error of the
+operating system) prints one line ``aebook: error: ...`` to stderr and exits with code 2,
+having written and changed nothing. Every flag is checked before any work starts.
 
 The library's modules are imported as modules (``datasets.load_dataset``, not ``load_dataset``):
 the header shows what each command depends on, and each call goes through the module it names.
@@ -25,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,25 @@ from aebook.restoration import training as restorer_training
 EXIT_BAD_INPUT = 2
 #: Models whose ``train`` writes a two-stage generator (autoencoder + prior), and the most ``sample --n``.
 TWO_STAGE_MODELS, MAX_SAMPLES = ("vqvae", "latent-diffusion"), 100_000
+#: The suffix ``compress`` requires of its output (the bytes are an ``.aeb`` file, not an image).
+AEB_SUFFIX = ".aeb"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, ``aebook: error: ...``, and exit code 2.
+
+    argparse's own ``error`` prints the whole usage and then ``aebook denoise: error: ...``;
+    ``--help`` still prints the full help.
+    """
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        text = " ".join(str(message).split())
+        self.exit(EXIT_BAD_INPUT, f"aebook: error: {text} (see '{self.prog} --help')\n")
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str = "output") -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace the {what} if it exists (default: refuse)")
+
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--dataset", default=default, help=f"dataset name: digits, mnist_sample (5,000 real MNIST digits, embedded), mnist, fashion_mnist, cifar10, "
@@ -51,24 +71,28 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aebook", description="Autoencoders for images: train and evaluate.")
+    parser = OneLineParser(prog="aebook", description="Autoencoders for images: train and evaluate.")
     parser.add_argument("--version", action="version", version=f"aebook {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     t = sub.add_parser("train", help="train a model and write RUN_DIR/{model.safetensors,config.json,history.json}")
     _add_data_args(t, "digits")
     t.add_argument("--model", default="conv", help="linear, mlp, conv or vae, or a two-stage generator: vqvae "
                    "(VQ-VAE + PixelCNN prior) or latent-diffusion (autoencoder + flow-matching prior over its "
                    "codes), which train both stages into one run folder (default: conv)")
-    t.add_argument("--prior-epochs", type=int, default=None, help="vqvae and latent-diffusion only: epochs of the "
-                   "second stage; --epochs trains the autoencoder (default: the PixelCNN --epochs, the flow "
-                   "prior 40 x --epochs: passes over the codes cost far less than passes over the images)")
-    t.add_argument("--latent-dim", type=int, default=None, help="latent size (default: 16); latent-diffusion "
-                   "defaults to 32: its samples are never better than its autoencoder's reconstructions")
+    t.add_argument("--prior-epochs", type=int, default=None, help="vqvae and latent-diffusion only (refused for "
+                   "the other models): epochs of the second stage; --epochs trains the autoencoder (default: the "
+                   "PixelCNN --epochs, the flow prior 40 x --epochs: passes over the codes cost far less than "
+                   "passes over the images)")
+    t.add_argument("--latent-dim", type=int, default=None, help="every model: the code size of linear, mlp, conv, "
+                   "vae and latent-diffusion, the length of each codebook vector for vqvae (default: 16); "
+                   "latent-diffusion defaults to 32: its samples are never better than its autoencoder's "
+                   "reconstructions")
     t.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model's own: 1e-2 for "
-                   "mlp, conv and vae, which use BatchNorm; 2e-3 for linear)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate; for vqvae and latent-diffusion, of "
+                   "the autoencoder stage (default: the model's own: 1e-2 for mlp, conv, vae and those autoencoders, "
+                   "which use BatchNorm; 2e-3 for linear)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto = CUDA > MPS > CPU)")
     t.add_argument("--compile", action="store_true", help="use torch.compile (default: off)")
@@ -83,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="file to write: .npy holds a float32 array (N, C, H, W) with values "
                    "in [0, 1]; .png a grid of the images")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_overwrite(g, "--out file")
 
     e = sub.add_parser("evaluate", help="PSNR/SSIM of a run on a split; prints JSON on the last line")
     e.add_argument("run_dir", help="run folder written by 'aebook train'")
@@ -94,11 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a grayscale image into an .aeb file (learned codec + "
                        "entropy coding: Huffman or ANS)")
     c.add_argument("input", help="PNG or JPEG image")
-    c.add_argument("output", help="the .aeb file to write")
+    c.add_argument("output", help="the .aeb file to write (its name must end in .aeb)")
     c.add_argument("--quality", type=int, default=4, help="1..8, higher = more bits and a better image (default: 4)")
     c.add_argument("--model", default="kltcodec", help="shipped pretrained codec name (kltcodec: block KLT + ANS "
                    "+ decoder network; codec: convolutional autoencoder + Huffman) or a codec run folder "
                    "(written by benchmarks/codec_rd.py --save) (default: %(default)s)")
+    _add_overwrite(c)
     _add_max_pixels(c)
 
     d = sub.add_parser("decompress", help="decompress an .aeb file into an image")
@@ -106,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="image to write (.png recommended)")
     d.add_argument("--model", default=None, help="the codec the file was compressed with: a shipped name "
                    "or a run folder (default: the shipped codec whose id the file names)")
+    _add_overwrite(d)
     _add_max_pixels(d)
 
     r = sub.add_parser("train-restorer", help="train a restoration network on the training photos")
@@ -123,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="run folder to write")
     r.add_argument("--overwrite", action="store_true", help="replace the run already in --out (default: refuse)")
 
-    model_help = "run folder of 'aebook train-restorer', or a shipped pretrained name (default: %(default)s)"
+    model_help = "run folder of 'aebook train-restorer', or a shipped pretrained name (default: {})"
     for name, helptext in (("denoise", "remove Gaussian noise"), ("inpaint", "fill the pixels a mask marks as missing"),
                            ("upscale", "super-resolution x2 or x4"), ("enhance", "fix exposure, contrast and colour")):
         q = sub.add_parser(name, help=helptext)
@@ -140,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="how the small image was shrunk: 'area' (block means) or 'bicubic' (antialiased, "
                            "as image editors shrink); only a network trained with the kernel as an input "
                            "(kernel_condition) uses it; the shipped ones do not (default: %(default)s)")
-        q.add_argument("--model", default=name if name != "upscale" else None, help=model_help)
+        q.add_argument("--model", default=name if name != "upscale" else None, help=model_help.format(
+            name if name != "upscale" else "upscale2 or upscale4, chosen by --scale"))
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
         q.add_argument("--tile", type=int, default=512, help="process the image in tiles of this many pixels "
                        "(bounded memory; results do not depend on it) (default: %(default)s)")
@@ -150,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "image and its half turn)")
         q.add_argument("--ensemble", dest="views", action="store_const", const=8,
                        help="all 8 rotations and flips, the same as --views 8: a little better, 8 passes")
+        _add_overwrite(q)
         _add_max_pixels(q)
     return parser
 
@@ -174,7 +203,15 @@ def _version() -> str:
     return __version__
 
 
+def _check_train_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag the chosen model would ignore (only when given: its default is None)."""
+    if args.prior_epochs is not None and args.model not in TWO_STAGE_MODELS:
+        raise ValueError(f"--prior-epochs is for the two-stage models ({' and '.join(TWO_STAGE_MODELS)}); "
+                         f"--model {args.model} has no second stage: drop --prior-epochs")
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
+    _check_train_flags(args)
     guards.check_run_out(args.out, args.overwrite)  # before any work: a file, a foreign folder, a run
     if args.model in TWO_STAGE_MODELS:
         return cmd_train_two_stage(args)
@@ -226,6 +263,7 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     if not 1 <= args.n <= MAX_SAMPLES:
         raise ValueError(f"--n must be an integer in [1, {MAX_SAMPLES}], got {args.n}")
     generators.check_output(args.out)  # before any work: suffix, folder, permissions
+    guards.check_overwrite(args.out, args.overwrite)
     device = runtime.pick_device(args.device)
     model, config = generators.load_generator(args.run_dir, device)
     with torch.inference_mode():
@@ -256,7 +294,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_compress(args: argparse.Namespace) -> dict:
-    guards.check_output_file(args.output, [args.input], image=False)
+    guards.check_output_file(args.output, [args.input], image=False, overwrite=args.overwrite,
+                             suffix=AEB_SUFFIX)
     codec, _ = coding.load_codec(zoo.resolve(args.model))
     img = imageio.read_image(args.input, max_pixels=args.max_pixels)
     if (img.ndim == 3) != (codec.channels == 3):
@@ -264,20 +303,28 @@ def cmd_compress(args: argparse.Namespace) -> dict:
                          f"{args.model} is for {codec.mode} images")
     with torch.inference_mode():
         aeb = coding.compress(img, codec, args.quality)
-    bitstream.write_aeb(args.output, aeb)
+    with guards.naming_output(args.output):
+        bitstream.write_aeb(args.output, aeb)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode,
             "quality": aeb.quality, "bpp": coding.bits_per_pixel(aeb)}
 
 
 def cmd_decompress(args: argparse.Namespace) -> dict:
-    guards.check_output_file(args.output, [args.input], image=True)
+    guards.check_output_file(args.output, [args.input], image=True, overwrite=args.overwrite)
     header = bitstream.read_aeb_header(args.input)  # every field checked; the payload is not decoded yet
     bitstream.check_header(header, args.max_pixels)
     if args.model is None:
         codec = _shipped_codec_for(header.model_id, args.input)
     else:
         codec, _ = coding.load_codec(zoo.resolve(args.model))
-    coding.check_fits(header, codec, codec.model_id, args.max_pixels)
+        if header.model_id != codec.model_id:
+            raise ValueError(f"{args.input} was made by codec {header.model_id!r}, not by --model {args.model} "
+                             f"({codec.model_id!r}): pass the codec it was made by, or omit --model to use "
+                             "the shipped codec the file names")
+    try:
+        coding.check_fits(header, codec, codec.model_id, args.max_pixels)
+    except ValueError as err:
+        raise ValueError(f"{args.input}: {err}") from None
     aeb = bitstream.read_aeb(args.input, max_pixels=args.max_pixels, latent_shape=codec.latent_shape)
     with torch.inference_mode():
         img = coding.decompress(aeb, codec, expected_model_id=codec.model_id, max_pixels=args.max_pixels)
@@ -314,7 +361,7 @@ def cmd_restore(args: argparse.Namespace) -> dict:
     start = time.perf_counter()  # the JSON reports the work itself
     task = f"upscale{args.scale}" if args.command == "upscale" else args.command
     guards.check_output_file(args.output, [args.input, *([args.mask] if task == "inpaint" else [])],
-                             image=True)
+                             image=True, overwrite=args.overwrite)
     img, bits = imageio.read_image_bits(args.input, max_pixels=args.max_pixels)
     if task.startswith("upscale"):
         imageio.check_pixels(img.shape[1] * args.scale, img.shape[0] * args.scale, args.max_pixels,
@@ -326,10 +373,14 @@ def cmd_restore(args: argparse.Namespace) -> dict:
         if mask.shape != img.shape[:2]:
             raise ValueError(f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}")
-    model, _, _ = nets.load_restorer(zoo.resolve(args.model or task), runtime.pick_device(args.device), task=task)
     sigma = getattr(args, "sigma", None)
-    if sigma == "auto":
-        sigma = inference.estimate_noise_sigma(img)
+    if sigma == "auto":  # before the network is loaded: an image too small to estimate is bad input
+        try:
+            sigma = inference.estimate_noise_sigma(img)
+        except ValueError as err:
+            raise ValueError(f"--sigma auto cannot estimate the noise level of {args.input} "
+                             f"({img.shape[1]} x {img.shape[0]} pixels): {err}; give --sigma a number") from None
+    model, _, _ = nets.load_restorer(zoo.resolve(args.model or task), runtime.pick_device(args.device), task=task)
     with torch.inference_mode():
         out = inference.restore_image(model, task, img, sigma=sigma, mask=mask, tile=args.tile, views=args.views,
                                       kernel=getattr(args, "kernel", None))

@@ -146,13 +146,15 @@ def train_generator(kind: str, data: ImageData, epochs: int, latent_dim: int | N
     ``epochs`` trains the autoencoder; ``prior_epochs`` the second stage (defaults: the
     PixelCNN ``epochs``, the flow :data:`aebook.diffusion.PRIOR_EPOCHS_PER_EPOCH` times ``epochs``).
     ``latent_dim`` is the code size of ``latent-diffusion``'s autoencoder (default
-    :data:`aebook.diffusion.LATENT_DIM`; ``vqvae`` codes are a grid).
+    :data:`aebook.diffusion.LATENT_DIM`), and for ``vqvae``, whose code is a grid of codebook
+    entries, the length of each codebook vector (the VQ-VAE's ``dim``, default 16).
     """
     if kind not in TWO_STAGE:
         raise ValueError(f"unknown two-stage generator {kind!r}: choose {' or '.join(TWO_STAGE)}")
     config = config or TrainConfig()
     if kind == "vqvae":
-        model, histories = train_vq_generator(data.train, epochs, prior_epochs, config=config, val=data.test)
+        dim = {} if latent_dim is None else {"dim": latent_dim}
+        model, histories = train_vq_generator(data.train, epochs, prior_epochs, config=config, val=data.test, **dim)
     else:
         model, histories = train_latent_diffusion(data.train, latent_dim or LATENT_DIM, epochs, prior_epochs,
                                                   config=config, val=data.test)

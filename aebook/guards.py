@@ -1,21 +1,23 @@
 """The command line's guards: every flag, output and run folder checked before any work starts,
 and every refusal turned into one line.
 
-:func:`check_flags` bounds each numeric flag (:data:`FLAG_RANGES`); :func:`check_output_file` and
-:func:`check_run_out` refuse an output that is a folder, the input itself, a foreign folder or
-an existing run (without ``--overwrite``); :func:`check_finite` refuses to save a diverged
-training. :func:`bad_input_errors`, :func:`one_line` and :func:`json_safe` make what
+:func:`check_flags` bounds each numeric flag (:data:`FLAG_RANGES`); :func:`check_output_file`,
+:func:`check_overwrite` and :func:`check_run_out` refuse an output that is a folder, the input
+itself, a foreign folder, or an existing file or run (without ``--overwrite``);
+:func:`naming_output` makes a failed write name the user's output, not its temporary file;
+:func:`check_finite` refuses to save a diverged training. :func:`bad_input_errors`, :func:`one_line` and :func:`json_safe` make what
 :func:`aebook.cli.main` prints: one ``aebook: error: ...`` line, or one line of valid JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from aebook import checkpoint, imageio
 
@@ -57,10 +59,13 @@ def _writable_folder(folder: Path) -> None:
         raise ValueError(f"cannot write to folder {folder}: permission denied")
 
 
-def check_output_file(output: str, inputs: Iterable[str], image: bool) -> None:
+def check_output_file(output: str, inputs: Iterable[str], image: bool, overwrite: bool = False,
+                      suffix: str | None = None) -> None:
     """Before any work: ``output`` names a file (not a folder) in an existing, writable folder,
-    is none of ``inputs`` (writing it would destroy the input), and, for an ``image``, has a
-    suffix Pillow can write. ``ValueError`` (``FileNotFoundError`` for a missing folder) otherwise."""
+    is none of ``inputs`` (writing it would destroy the input), for an ``image`` has a suffix
+    Pillow can write (else the given ``suffix``, e.g. ``.aeb``), and does not exist unless
+    ``overwrite`` (:func:`check_overwrite`). ``ValueError`` (``FileNotFoundError`` for a missing
+    folder) otherwise."""
     out = Path(output)
     if out.is_dir():
         raise ValueError(f"output {output} is a folder: give the output a file name")
@@ -73,6 +78,29 @@ def check_output_file(output: str, inputs: Iterable[str], image: bool) -> None:
                              "choose another output name")
     if image:
         imageio.image_format(out)
+    elif suffix is not None and out.suffix.lower() != suffix:
+        raise ValueError(f"output {output} does not end in {suffix}: this command writes {suffix} files "
+                         f"(name it e.g. {out.with_suffix(suffix).name})")
+    check_overwrite(output, overwrite)
+
+
+def check_overwrite(output: str | Path, overwrite: bool) -> None:
+    """Refuse (``ValueError``) an ``output`` file that already exists, unless ``overwrite``."""
+    path = Path(output)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise ValueError(f"{output} exists: pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def naming_output(output: str | Path) -> Iterator[None]:
+    """An operating-system error inside names ``output``, not the hidden temporary file
+    (``.NAME.XXXX.tmp``) that an atomic write opens next to it."""
+    try:
+        yield
+    except OSError as err:
+        if err.strerror and err.filename is not None and Path(str(err.filename)) != Path(output):
+            raise OSError(err.errno, err.strerror, str(output)) from None
+        raise
 
 
 def check_run_out(out: str, overwrite: bool) -> None:

@@ -168,14 +168,22 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) ->
     if path.is_dir():
         raise ValueError(f"output {path} is a folder: give the image a file name")
     pil = Image.fromarray(arr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             pil.save(f, format=fmt)
         os.chmod(tmp, file_mode())  # mkstemp's 0600, opened up as far as the umask allows
         os.replace(tmp, path)
+    except OSError as err:  # name the user's file, not the hidden temporary one
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if err.strerror and err.filename is not None and str(err.filename) != str(path):
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

@@ -113,7 +113,7 @@ def reconstruction_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str =
     its gradient at a logit is ``sigmoid(logit) - target``, which does not vanish when the
     sigmoid saturates. ``"mse"`` is the squared error of ``sigmoid(logits)``, whose gradient
     at a logit carries the factor ``sigmoid'(logit)`` and does vanish there: the cause of the
-    blank-image collapse that chapter 3.3 measures.
+    blank-image collapse that chapter 3.2 measures.
     """
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())

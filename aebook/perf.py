@@ -10,8 +10,9 @@
   a restorer on one image in the default and the channels-last memory layout, side by side,
   in this process or a new one (the engine of ``benchmarks/inference.py``).
 - :func:`textbook_loop`, :func:`aebook_loop`, :func:`compare_loops`: the same conv
-  autoencoder trained on the same images by the tutorial loop (torchvision dataset,
-  ``DataLoader``, per-batch ``.to(device)``) and by :func:`aebook.train.fit`; the CLI
+  autoencoder trained on the same images, with the same loss (the model's own), the same
+  start and the same optimiser settings (:data:`LOOP_LR`), by the tutorial loop (torchvision
+  dataset, ``DataLoader``, per-batch ``.to(device)``) and by :func:`aebook.train.fit`; the CLI
   front end is ``benchmarks/throughput.py``.
 - :class:`DecoderSweepAutoencoder`, :func:`latent_sweep`, :func:`decoder_sweep`:
   quality against cost when the latent size or the decoder's depth and width change.
@@ -233,11 +234,29 @@ def write_mnist_layout(images: np.ndarray, root: Path) -> None:
             f.write(struct.pack(">II", 0x0801, len(part)) + bytes(len(part)))
 
 
+#: The learning rate of both loops in :func:`compare_loops`: Adam's customary rate in the
+#: tutorials, held constant. ``fit``'s own default is the model's ``default_lr`` under a
+#: warm-up + cosine schedule; the comparison keeps the tutorial's so that both loops take the
+#: same steps.
+LOOP_LR = 1e-3
+
+
+def objective_name(model: nn.Module) -> str:
+    """The loss a model trains on: ``model.recon`` (``"bce"`` or ``"mse"``) for the autoencoders
+    whose decoder outputs logits, ``"mse"`` for the others (the base :class:`Autoencoder`'s loss)."""
+    return str(getattr(model, "recon", "mse"))
+
+
 def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, device: torch.device,
-                  lr: float = 1e-3) -> LoopResult:
+                  lr: float = LOOP_LR) -> LoopResult:
     """The tutorial loop: ``MNIST`` dataset with ``ToTensor``, a shuffling ``DataLoader``,
-    ``.to(device)`` per batch, Adam at a constant learning rate. ``final_loss`` is the
-    last epoch's mean training loss."""
+    ``.to(device)`` per batch, Adam at a constant learning rate.
+
+    The loss of a batch is the model's own, ``model.loss(x)`` (binary cross-entropy of the logits
+    for the conv autoencoder; the squared error of ``model(x)`` for a module without ``loss``), and
+    a model with ``init_from_data`` gets it on the whole training set before the first step, as
+    :func:`aebook.train.fit` does: against :func:`aebook_loop`, only the data path (and the order
+    of the batches) differs. ``final_loss`` is the last epoch's mean training loss."""
     from torchvision import datasets, transforms  # heavy, and only for this comparison
 
     ds = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
@@ -245,13 +264,20 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)  # the tutorial's own loop, kept as the baseline
 
+    def batch_loss(x: torch.Tensor) -> torch.Tensor:
+        if hasattr(model, "loss"):
+            return model.loss(x)[0]
+        return torch.nn.functional.mse_loss(model(x), x)
+
     def tutorial_epochs() -> tuple[int, float]:
+        if hasattr(model, "init_from_data"):  # fit's start: the output bias at the data's mean
+            model.init_from_data(ds.data.unsqueeze(1).float().div(255).to(device))  # what ToTensor yields
         seen, total = 0, 0.0
         for _ in range(epochs):
             total = 0.0
             for x, _ in loader:
                 x = x.to(device)
-                loss = torch.nn.functional.mse_loss(model(x), x)
+                loss = batch_loss(x)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -264,16 +290,17 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
 
 
 def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
-                lr: float = 1e-3, compile: bool = False, channels_last: bool = True,
+                lr: float = LOOP_LR, compile: bool = False, channels_last: bool = True,
                 schedule: str = "constant", cuda_graph: bool = False) -> LoopResult:
     """:func:`aebook.train.fit` (data held on the device, bfloat16 autocast on CUDA, optional
     ``torch.compile`` or CUDA-graph capture of the step: ``cuda_graph``, CUDA only), with the model
     and data first converted to the channels-last memory layout by this wrapper when
     ``channels_last`` (``fit`` itself leaves the layout alone). ``final_loss`` as in :func:`textbook_loop`.
 
-    The defaults (Adam at a constant 1e-3, no weight decay) are the textbook loop's, so that a
-    comparison measures the data path and nothing else; ``schedule="cosine"`` gives ``fit``'s own
-    warm-up + cosine schedule instead."""
+    The defaults (a constant :data:`LOOP_LR`, no weight decay: ``fit``'s AdamW is then Adam) are
+    the textbook loop's, and both train on ``model.loss`` from the same ``init_from_data`` start,
+    so that a comparison measures the data path and nothing else; ``schedule="cosine"`` gives
+    ``fit``'s own warm-up + cosine schedule instead."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
@@ -284,15 +311,19 @@ def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size:
 
 
 def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch.device | str = "cpu",
-                  batch_size: int = 64, aebook_batch_size: int = 64, aebook_lr: float = 1e-3,
+                  batch_size: int = 64, aebook_batch_size: int = 64, aebook_lr: float = LOOP_LR,
                   compile: bool = False, channels_last: bool = True, seed: int = 0,
                   cuda_graph: bool = False) -> dict[str, Any]:
     """Train the same conv autoencoder (latent 16) on the same ``n`` 28x28 photo patches
     with both loops, then measure both models with the same held-out loss.
 
-    Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, each loop's
-    ``*_final_loss`` (last training epoch) and ``*_eval_loss`` (MSE of the trained model on
-    the same 512 patches that neither trained on), ``train_gflop_per_image``,
+    Both loops train on the model's own loss from the same start (:func:`textbook_loop`); the
+    textbook loop at :data:`LOOP_LR`, aebook's at ``aebook_lr`` (the same by default).
+    Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, ``loss`` (the loss
+    both trained on and are scored with: :func:`objective_name`), ``baseline_lr``, each loop's
+    ``*_final_loss`` (last training epoch), ``*_eval_loss`` (``model.loss`` of the trained
+    model on the same 512 patches that neither trained on) and ``*_eval_mse`` (the mean squared
+    error of its reconstructions of those patches), ``train_gflop_per_image``,
     ``peak_gflop_s`` (a matrix product on the same device, same run, in ``peak_dtype``:
     bfloat16 on CUDA, where aebook's loop computes in bfloat16, else float32) and
     ``aebook_fraction_of_peak``, and the settings of aebook's loop (``aebook_batch_size``,
@@ -308,7 +339,8 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     held = torch.from_numpy(images[n:]).float().div(255).unsqueeze(1)
     results: dict[str, Any] = {
         "device": str(device), "torch": torch.__version__, "n": n, "epochs": epochs, "width": width,
-        "batch_size": batch_size, "aebook_batch_size": aebook_batch_size, "aebook_lr": aebook_lr,
+        "batch_size": batch_size, "aebook_batch_size": aebook_batch_size, "baseline_lr": LOOP_LR,
+        "aebook_lr": aebook_lr,
         "compile": compile, "cuda_graph": cuda_graph, "channels_last": channels_last,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)"}
@@ -317,15 +349,17 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
         write_mnist_layout(images[:n], Path(tmp))
         torch.manual_seed(seed)
         models["baseline"] = build_model("conv", (1, 28, 28), 16, width=width)
-        base = textbook_loop(models["baseline"], Path(tmp), epochs, batch_size, device)
+        base = textbook_loop(models["baseline"], Path(tmp), epochs, batch_size, device, LOOP_LR)
+        results["loss"] = objective_name(models["baseline"])
     torch.manual_seed(seed)
     models["aebook"] = build_model("conv", (1, 28, 28), 16, width=width)
     ours = aebook_loop(models["aebook"], data, epochs, aebook_batch_size, device, aebook_lr, compile, channels_last,
                        cuda_graph=cuda_graph)
     for name, res in (("baseline", base), ("aebook", ours)):
+        trained = models[name].float().to(device)
         results.update({f"{name}_img_s": res.images_per_second, f"{name}_seconds": res.seconds,
-                        f"{name}_final_loss": res.final_loss,
-                        f"{name}_eval_loss": evaluate_loss(models[name].float().to(device), held)})
+                        f"{name}_final_loss": res.final_loss, f"{name}_eval_loss": evaluate_loss(trained, held),
+                        f"{name}_eval_mse": float(torch.mean((trained.reconstruct(held) - held) ** 2))})
     results["speedup"] = results["aebook_img_s"] / results["baseline_img_s"]
     flops = training_flops_per_image(build_model("conv", (1, 28, 28), 16, width=width), (1, 28, 28))
     # the peak in the precision aebook's loop computes in: bfloat16 under autocast on CUDA (a

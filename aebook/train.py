@@ -39,7 +39,7 @@ class TrainConfig:
     """Settings of :func:`fit`; change fields one by one, e.g. ``TrainConfig(epochs=5)``."""
 
     epochs: int = 10
-    batch_size: int = 32  # on real digits, 32 beat 64 and 16 at an equal number of epochs (chapter 3.2)
+    batch_size: int = 32  # on real digits, 32 beat 64 and 16 at an equal number of epochs
     lr: float | None = None  # peak rate; None: the model's own ``default_lr`` (1e-2 for the BatchNorm models)
     weight_decay: float = 0.0
     seed: int = 0

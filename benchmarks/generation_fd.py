@@ -60,7 +60,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, test: torch.Tensor
         result["seconds"][f"train {model}"] = round(cli("train", *data_args, "--model", model, "--out", str(run)), 1)
         out = work / f"{model}_{seed}.npy"
         result["seconds"][f"sample {model}"] = round(
-            cli("sample", str(run), "--n", str(args.n), "--seed", str(seed), "--out", str(out)), 1)
+            cli("sample", str(run), "--n", str(args.n), "--seed", str(seed), "--out", str(out), "--overwrite"), 1)
         x = np.load(out)
         if x.dtype != np.float32 or x.shape != (args.n, *test.shape[1:]) or x.min() < 0 or x.max() > 1:
             raise RuntimeError(f"{out}: expected float32 {(args.n, *test.shape[1:])} in [0, 1], got {x.dtype} "

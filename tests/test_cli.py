@@ -130,8 +130,9 @@ def test_codec_bad_input_writes_nothing(tmp_path, capsys, tiny_codec_run):
         assert err.startswith("aebook: error:") and err.count("\n") == 1, name
         assert not png.exists()
     (tmp_path / "notimage.png").write_bytes(b"hello")
-    assert main(["compress", str(tmp_path / "notimage.png"), str(out), *model]) == 2
+    assert main(["compress", str(tmp_path / "notimage.png"), str(tmp_path / "other.aeb"), *model]) == 2
     assert "cannot read image" in capsys.readouterr().err
+    assert not (tmp_path / "other.aeb").exists()
 
 
 def test_restore_commands_end_to_end(tmp_path, capsys):
@@ -166,7 +167,7 @@ def test_restore_commands_end_to_end(tmp_path, capsys):
     assert not np.array_equal(outs["area"], outs["bicubic"])
     # a model for another task, another scale, or a missing pretrained name: one line, exit 2, no output
     for args, message in [(["upscale", str(rgb), str(tmp_path / "o.png"), "--scale", "4", "--model", str(run)],
-                           "is a 'upscale2' restorer, not a 'upscale4' one"),
+                           "is a restorer for 'upscale2', not"),
                           (["denoise", str(rgb), str(tmp_path / "o.png"), "--model", "nope"], "unknown model 'nope'"),
                           (["denoise", str(tmp_path / "missing.png"), str(tmp_path / "o.png")], "does not exist")]:
         assert main(args) == 2

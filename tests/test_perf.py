@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from aebook.models import build_model
-from aebook.perf import (DecoderSweepAutoencoder, compare_layouts, compare_loops, decoder_sweep, forward_flops,
-                         inference_images_per_second, latent_sweep, peak_flops, training_flops_per_image,
-                         write_mnist_layout)
+from aebook.perf import (LOOP_LR, DecoderSweepAutoencoder, compare_layouts, compare_loops, decoder_sweep,
+                         forward_flops, inference_images_per_second, latent_sweep, objective_name, peak_flops,
+                         textbook_loop, training_flops_per_image, write_mnist_layout)
+from aebook.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,10 +72,33 @@ def test_compare_loops_reports_both_loops() -> None:
         assert r[key] > 0
     assert r["speedup"] == pytest.approx(r["aebook_img_s"] / r["baseline_img_s"])
     assert 0 < r["aebook_fraction_of_peak"] < 10
-    assert (r["aebook_batch_size"], r["aebook_lr"], r["compile"], r["cuda_graph"]) == (64, 1e-3, False, False)
+    assert (r["aebook_batch_size"], r["aebook_lr"], r["compile"], r["cuda_graph"]) == (64, LOOP_LR, False, False)
+    assert r["baseline_lr"] == LOOP_LR and r["loss"] == "bce"  # the conv autoencoder's own loss, in both loops
     assert r["peak_dtype"] == "float32"  # on a CPU; bfloat16 on CUDA, as aebook's loop computes there
     with pytest.raises(ValueError, match="epochs"):
         compare_loops(n=8, epochs=0)
+
+
+def test_textbook_loop_trains_the_models_own_loss_from_fits_start(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    write_mnist_layout(images, tmp_path)
+    torch.manual_seed(0)
+    model = build_model("conv", (1, 28, 28), 4, width=4)
+    torch.manual_seed(0)
+    started_by_fit = build_model("conv", (1, 28, 28), 4, width=4)
+    fit(started_by_fit, torch.from_numpy(images).float().div(255).unsqueeze(1),
+        TrainConfig(epochs=0, progress=False, device="cpu"))
+    textbook_loop(model, tmp_path, epochs=0, batch_size=16, device=torch.device("cpu"))
+    theirs = started_by_fit.state_dict()
+    assert bool(model.data_initialised)  # the same start as fit: output bias at the data's mean
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+
+    seen = []
+    own_loss = model.loss
+    model.loss = lambda x, t=None: (seen.append(len(x)), own_loss(x, t))[1]  # type: ignore[method-assign]
+    result = textbook_loop(model, tmp_path, epochs=1, batch_size=16, device=torch.device("cpu"))
+    assert sum(seen) == result.images == 40  # every batch trained on model.loss
+    assert objective_name(model) == "bce" and objective_name(nn.Linear(2, 2)) == "mse"
 
 
 def test_throughput_script_prints_json_last() -> None:

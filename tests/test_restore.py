@@ -635,3 +635,33 @@ def test_restore_image_tells_a_kernel_conditioned_network_the_kernel():
         restore_image(conditioned, "upscale2", small, kernel="box")
     with pytest.raises(ValueError, match="kernel is a setting of super-resolution"):
         restore_image(plain, "denoise", small, sigma=25, kernel="area")
+
+
+def test_tiles_of_a_network_with_a_global_branch_share_the_whole_image_statistics():
+    """A global branch (``enhance``) averages the bottleneck over the whole image, not over one tile:
+    with a receptive field inside the overlap, tiles compute exactly what the whole image does."""
+    import torch
+
+    from aebook.restoration.nets import EncoderDecoder
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(3, 0, widths=(8, 16, 32), blocks=(0, 0, 0), global_context=True).eval()
+    with torch.no_grad():
+        for p in [*model.context.parameters(), *model.tail.parameters()]:  # a modulation that matters
+            p.normal_(0, 0.2)
+    x = torch.rand(1, 3, 100, 140)
+
+    class OwnTileOnly(torch.nn.Module):  # each tile's own statistics, as a tile run alone sees them
+        multiple = model.multiple
+
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x, cond=None):
+            return self.inner(x, cond)
+
+    with torch.no_grad():
+        whole = model(x)
+        assert torch.allclose(apply_tiled(model, x, tile=48, overlap=12), whole, atol=1e-5)
+        assert not torch.allclose(apply_tiled(OwnTileOnly(), x, tile=48, overlap=12), whole, atol=1e-2)

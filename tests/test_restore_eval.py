@@ -110,7 +110,7 @@ def test_denoise_eval_script_compares_models_with_bm3d(tmp_path):
     assert result["psnr"]["denoise"]["25"] > result["psnr"]["denoise"]["50"]  # more noise, lower PSNR
     gain = result["gain_over_bm3d"]["denoise"]["25"]
     assert gain == pytest.approx(result["psnr"]["denoise"]["25"] - result["psnr"]["BM3D"]["25"], abs=1e-3)
-    for bad, message in ((["upscale2"], "is a 'upscale2' restorer, not a 'denoise' one"), ([str(tmp_path)], "config.json is missing")):
+    for bad, message in ((["upscale2"], "is a restorer for 'upscale2', not for 'denoise'"), ([str(tmp_path)], "config.json is missing")):
         run = subprocess.run([sys.executable, script, *bad], capture_output=True, text=True)
         assert run.returncode == 2 and message in run.stderr and run.stdout == ""
 
@@ -228,7 +228,7 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
         assert result["gain"][task][task] == pytest.approx(
             result["psnr"][task][task] - result["psnr"][task][base], abs=1e-3)
     run = subprocess.run([sys.executable, script, "enhance=denoise"], capture_output=True, text=True)
-    assert run.returncode == 2 and "is a 'denoise' restorer, not a 'enhance' one" in run.stderr
+    assert run.returncode == 2 and "is a restorer for 'denoise', not for 'enhance'" in run.stderr
 
 
 def test_restorers_benchmark_tells_a_kernel_conditioned_network_the_kernel(tmp_path):

@@ -113,12 +113,32 @@ def _apply_tiled(model: nn.Module, image: torch.Tensor, cond: torch.Tensor | Non
                  layout: torch.memory_format) -> torch.Tensor:
     _, c, h, w = image.shape
     param = next(model.parameters())
-    out = torch.empty(1, c, h, w, device=image.device)
-    for y0, y1, x0, x1, ty, by, tx, bx in tile_boxes(h, w, tile, overlap):
+    boxes = list(tile_boxes(h, w, tile, overlap))
+
+    def tile_of(y0: int, y1: int, x0: int, x1: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         patch = image[:, :, y0:y1, x0:x1].to(param.device, param.dtype, memory_format=layout)
         pc = None if cond is None else cond[:, :, y0:y1, x0:x1].to(param.device, param.dtype,
                                                                    memory_format=layout)
-        res = model(patch, pc).float().to(image.device)
+        return patch, pc
+
+    extra = {}
+    if getattr(model, "context", None) is not None and len(boxes) > 1:
+        # a global branch must see the whole image, not one tile: average the bottleneck's
+        # features over the part of each tile that is kept (on the grid the tiles share), then
+        # give that mean to every tile
+        # (each cell once: the kept parts of the last tiles of a row or column can overlap)
+        m = int(getattr(model, "multiple", 1))
+        seen = torch.zeros(h // m, w // m, dtype=torch.bool)
+        total = torch.zeros(1, 1, dtype=torch.float32)
+        for y0, y1, x0, x1, ty, by, tx, bx in boxes:
+            feats = model.bottleneck_features(*tile_of(y0, y1, x0, x1))[0, :, ty // m : by // m, tx // m : bx // m]
+            new = ~seen[(y0 + ty) // m : (y0 + by) // m, (x0 + tx) // m : (x0 + bx) // m]
+            total = total + feats.float().cpu()[:, new].sum(dim=1)[None]
+            seen[(y0 + ty) // m : (y0 + by) // m, (x0 + tx) // m : (x0 + bx) // m] = True
+        extra = {"pooled": (total / seen.sum()).to(param.device)}
+    out = torch.empty(1, c, h, w, device=image.device)
+    for y0, y1, x0, x1, ty, by, tx, bx in boxes:
+        res = model(*tile_of(y0, y1, x0, x1), **extra).float().to(image.device)
         out[:, :, y0 + ty : y0 + by, x0 + tx : x0 + bx] = res[:, :, ty:by, tx:bx]
     return out
 

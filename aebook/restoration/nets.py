@@ -135,7 +135,8 @@ class EncoderDecoder(nn.Module):
         small MLP, scale and shift the features of the bottleneck and of every decoder stage
         (FiLM). It lets a correction depend on statistics of the whole image (its exposure, its
         colour cast), which no convolution's window holds. It starts as the identity.
-        :func:`~aebook.restoration.inference.apply_tiled` computes it per tile (512 pixels).
+        :func:`~aebook.restoration.inference.apply_tiled` averages the bottleneck over all the
+        tiles of a large image first, so every tile is corrected by the whole image's statistics.
     """
 
     name = "encoder_decoder"
@@ -174,23 +175,37 @@ class EncoderDecoder(nn.Module):
             nn.init.zeros_(self.context[-1].weight)  # no modulation at the start
             nn.init.zeros_(self.context[-1].bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"expected images (N, {self.channels}, H, W), got {tuple(x.shape)}")
         inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
         if inp.shape[1] != self.channels + self.cond_channels:
             raise ValueError(f"expected {self.cond_channels} condition channels, got {inp.shape[1] - self.channels}")
-        h0, w0 = inp.shape[-2:]
         h = self.head(pad_to_multiple(inp, self.multiple))
         saved = []
         for blocks, down in zip(self.encoder, self.down):
             h = blocks(h)
             saved.append(h)
             h = down(h)
-        h = self.bottleneck(h)
+        return self.bottleneck(h), saved
+
+    def bottleneck_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The bottleneck's features of ``x``, ``(N, widths[-1], H / multiple, W / multiple)``: what
+        the global branch averages. :func:`~aebook.restoration.inference.apply_tiled` averages them
+        over all the tiles of a large image first, so that every tile gets the whole image's
+        statistics."""
+        return self._encode(x, cond)[0]
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``x``. ``pooled`` (``(N, widths[-1])``, global branch only) replaces the mean of
+        ``x``'s own bottleneck features: the statistics of a whole image when ``x`` is a tile of it."""
+        h0, w0 = x.shape[-2:]
+        h, saved = self._encode(x, cond)
         films: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.context is not None:  # one (scale, shift) per channel of each modulated stage
-            params = self.context(h.mean(dim=(2, 3)))[..., None, None].split(
+            mean = h.mean(dim=(2, 3)) if pooled is None else pooled.to(h.dtype)
+            params = self.context(mean)[..., None, None].split(
                 [w for w in self.film_widths for _ in range(2)], dim=1)
             films = list(zip(params[0::2], params[1::2]))
             h = h * (1 + films[0][0]) + films[0][1]
@@ -362,5 +377,5 @@ def load_restorer(run_dir, device: torch.device | str = "cpu", *,
     if trained_for not in TASKS:
         raise ValueError(f"{where} does not name a restoration task (got {trained_for!r})")
     if task is not None and trained_for != task:
-        raise ValueError(f"{run_dir} is a {trained_for!r} restorer, not a {task!r} one")
+        raise ValueError(f"{run_dir} is a restorer for {trained_for!r}, not for {task!r}")
     return model, trained_for, config  # type: ignore[return-value]
