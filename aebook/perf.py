@@ -243,7 +243,7 @@ LOOP_LR = 1e-3
 
 def objective_name(model: nn.Module) -> str:
     """The loss a model trains on: ``model.recon`` (``"bce"`` or ``"mse"``) for the autoencoders
-    whose decoder outputs logits, ``"mse"`` for the others (the base :class:`Autoencoder`'s loss)."""
+    whose decoder outputs logits, ``"mse"`` for the others (the base :class:`~aebook.models.Autoencoder`'s loss)."""
     return str(getattr(model, "recon", "mse"))
 
 
