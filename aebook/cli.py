@@ -303,8 +303,7 @@ def cmd_compress(args: argparse.Namespace) -> dict:
                          f"{args.model} is for {codec.mode} images")
     with torch.inference_mode():
         aeb = coding.compress(img, codec, args.quality)
-    with guards.naming_output(args.output):
-        bitstream.write_aeb(args.output, aeb)
+    bitstream.write_aeb(args.output, aeb)
     return {"output": str(args.output), "height": aeb.height, "width": aeb.width, "mode": aeb.mode,
             "quality": aeb.quality, "bpp": coding.bits_per_pixel(aeb)}
 

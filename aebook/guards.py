@@ -4,7 +4,6 @@ and every refusal turned into one line.
 :func:`check_flags` bounds each numeric flag (:data:`FLAG_RANGES`); :func:`check_output_file`,
 :func:`check_overwrite` and :func:`check_run_out` refuse an output that is a folder, the input
 itself, a foreign folder, or an existing file or run (without ``--overwrite``);
-:func:`naming_output` makes a failed write name the user's output, not its temporary file;
 :func:`check_finite` refuses to save a diverged training. :func:`bad_input_errors`, :func:`one_line` and :func:`json_safe` make what
 :func:`aebook.cli.main` prints: one ``aebook: error: ...`` line, or one line of valid JSON.
 """
@@ -12,12 +11,11 @@ itself, a foreign folder, or an existing file or run (without ``--overwrite``);
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from aebook import checkpoint, imageio
 
@@ -89,18 +87,6 @@ def check_overwrite(output: str | Path, overwrite: bool) -> None:
     path = Path(output)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise ValueError(f"{output} exists: pass --overwrite to replace it")
-
-
-@contextlib.contextmanager
-def naming_output(output: str | Path) -> Iterator[None]:
-    """An operating-system error inside names ``output``, not the hidden temporary file
-    (``.NAME.XXXX.tmp``) that an atomic write opens next to it."""
-    try:
-        yield
-    except OSError as err:
-        if err.strerror and err.filename is not None and Path(str(err.filename)) != Path(output):
-            raise OSError(err.errno, err.strerror, str(output)) from None
-        raise
 
 
 def check_run_out(out: str, overwrite: bool) -> None:

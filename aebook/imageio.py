@@ -175,17 +175,23 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) ->
             pil.save(f, format=fmt)
         os.chmod(tmp, file_mode())  # mkstemp's 0600, opened up as far as the umask allows
         os.replace(tmp, path)
-    except OSError as err:  # name the user's file, not the hidden temporary one
+    except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if err.strerror and err.filename is not None and str(err.filename) != str(path):
-            raise OSError(err.errno, err.strerror, str(path)) from None
-        raise
+        raise naming_output(err, path) from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def naming_output(err: OSError, output: str | os.PathLike[str]) -> OSError:
+    """``err`` as the user should read it: an atomic write fails on its hidden temporary file
+    (``.NAME.XXXX.tmp``), so an error that names another file is given ``output``'s name instead."""
+    if err.strerror and err.filename is not None and str(err.filename) != str(output):
+        return OSError(err.errno, err.strerror, str(output))
+    return err
 
 
 def image_to_tensor(img: np.ndarray, channels: int | None = None, clip: bool = True) -> torch.Tensor:

@@ -57,6 +57,7 @@ import numpy as np
 
 from aebook.codecs.ans import ans_decode_channels, ans_encode_channels, fit_zero_geometric
 from aebook.codecs.entropy import HuffmanCode
+from aebook.imageio import naming_output
 
 MAGIC = b"AEBK"
 VERSIONS = {1: "huffman", 2: "ans"}  # format version -> entropy coder of its payload
@@ -396,9 +397,11 @@ def write_aeb(path: str | os.PathLike[str], aeb: AebFile) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(err, OSError):
+            raise naming_output(err, path) from None
         raise
 
 
