@@ -291,7 +291,7 @@ def textbook_loop(model: Autoencoder, root: Path, epochs: int, batch_size: int, 
 
 def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size: int, device: torch.device,
                 lr: float = LOOP_LR, compile: bool = False, channels_last: bool = True,
-                schedule: str = "constant", cuda_graph: bool = False) -> LoopResult:
+                schedule: str = "constant", cuda_graph: bool = False, seed: int = 0) -> LoopResult:
     """:func:`aebook.train.fit` (data held on the device, bfloat16 autocast on CUDA, optional
     ``torch.compile`` or CUDA-graph capture of the step: ``cuda_graph``, CUDA only), with the model
     and data first converted to the channels-last memory layout by this wrapper when
@@ -300,12 +300,12 @@ def aebook_loop(model: Autoencoder, data: torch.Tensor, epochs: int, batch_size:
     The defaults (a constant :data:`LOOP_LR`, no weight decay: ``fit``'s AdamW is then Adam) are
     the textbook loop's, and both train on ``model.loss`` from the same ``init_from_data`` start,
     so that a comparison measures the data path and nothing else; ``schedule="cosine"`` gives
-    ``fit``'s own warm-up + cosine schedule instead."""
+    ``fit``'s own warm-up + cosine schedule instead. ``seed`` is ``fit``'s (its batch order)."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), compile=compile,
-                      cuda_graph=cuda_graph, schedule=schedule, progress=False)
+                      cuda_graph=cuda_graph, schedule=schedule, progress=False, seed=seed)
     history, seconds = timed(fit, model, data, cfg, device=device)
     return LoopResult(seconds, epochs * len(data), history.train_loss[-1])
 
@@ -318,8 +318,9 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     with both loops, then measure both models with the same held-out loss.
 
     Both loops train on the model's own loss from the same start (:func:`textbook_loop`); the
-    textbook loop at :data:`LOOP_LR`, aebook's at ``aebook_lr`` (the same by default).
-    Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, ``loss`` (the loss
+    textbook loop at :data:`LOOP_LR`, aebook's at ``aebook_lr`` (the same by default). ``seed``
+    draws the patches, the common start and aebook's batch order (the DataLoader's comes from
+    torch's global generator). Returns a dict with ``baseline_img_s``, ``aebook_img_s``, ``speedup``, ``loss`` (the loss
     both trained on and are scored with: :func:`objective_name`), ``baseline_lr``, each loop's
     ``*_final_loss`` (last training epoch), ``*_eval_loss`` (``model.loss`` of the trained
     model on the same 512 patches that neither trained on) and ``*_eval_mse`` (the mean squared
@@ -354,7 +355,7 @@ def compare_loops(n: int = 2000, epochs: int = 2, width: int = 16, device: torch
     torch.manual_seed(seed)
     models["aebook"] = build_model("conv", (1, 28, 28), 16, width=width)
     ours = aebook_loop(models["aebook"], data, epochs, aebook_batch_size, device, aebook_lr, compile, channels_last,
-                       cuda_graph=cuda_graph)
+                       cuda_graph=cuda_graph, seed=seed)
     for name, res in (("baseline", base), ("aebook", ours)):
         trained = models[name].float().to(device)
         results.update({f"{name}_img_s": res.images_per_second, f"{name}_seconds": res.seconds,

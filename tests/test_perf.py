@@ -15,7 +15,7 @@ from torch import nn
 from aebook.models import build_model
 from aebook.perf import (LOOP_LR, DecoderSweepAutoencoder, compare_layouts, compare_loops, decoder_sweep,
                          forward_flops, inference_images_per_second, latent_sweep, objective_name, peak_flops,
-                         textbook_loop, training_flops_per_image, write_mnist_layout)
+                         aebook_loop, textbook_loop, training_flops_per_image, write_mnist_layout)
 from aebook.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +99,23 @@ def test_textbook_loop_trains_the_models_own_loss_from_fits_start(tmp_path: Path
     result = textbook_loop(model, tmp_path, epochs=1, batch_size=16, device=torch.device("cpu"))
     assert sum(seen) == result.images == 40  # every batch trained on model.loss
     assert objective_name(model) == "bce" and objective_name(nn.Linear(2, 2)) == "mse"
+
+
+def test_aebook_loops_seed_is_fits_batch_order() -> None:
+    """compare_loops(seed=s) gives fit that seed: a new seed is a new batch order, not always seed 0's."""
+    data = torch.rand(48, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    weights = {}
+    for seed in (0, 1):
+        torch.manual_seed(0)
+        model = build_model("conv", (1, 28, 28), 4, width=4)
+        aebook_loop(model, data, epochs=1, batch_size=16, device=torch.device("cpu"), channels_last=False, seed=seed)
+        weights[seed] = model.state_dict()
+    torch.manual_seed(0)
+    by_fit = build_model("conv", (1, 28, 28), 4, width=4)
+    fit(by_fit, data, TrainConfig(epochs=1, batch_size=16, lr=LOOP_LR, schedule="constant", progress=False,
+                                  device="cpu", seed=1))
+    assert all(torch.equal(v, weights[1][k]) for k, v in by_fit.state_dict().items())
+    assert not all(torch.equal(v, weights[0][k]) for k, v in by_fit.state_dict().items())
 
 
 def test_throughput_script_prints_json_last() -> None:
