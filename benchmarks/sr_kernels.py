@@ -1,7 +1,7 @@
 """x2 super-resolution networks on held-out photos shrunk in several ways, each told each kernel.
 
 How a small photo was made changes what a super-resolution network must add: block means
-(``area``, what the shipped networks learned), antialiased bicubic (image editors, PIL, MATLAB),
+(``area``, the recipes' default), antialiased bicubic (image editors, PIL, MATLAB),
 Lanczos, antialiased bilinear, scikit-image's Gaussian-filtered ``rescale``, or bicubic without
 antialiasing (aliased). For each way, the mean PSNR gain over bicubic interpolation of each
 network on the held-out photos (grayscale, whole, saved to 8 bits as the CLI reads them, with the

@@ -243,6 +243,46 @@ def test_kltcodec_continues_from_a_kltcodec_and_grows_with_depth(tmp_path, capsy
     capsys.readouterr()
 
 
+def test_average_saves_the_mean_of_runs_trained_from_one_start(tmp_path, capsys):
+    """``--init START --average RUN ...``: the mean weights, the runs in the manifest and the lineage, rerunnable."""
+    from aebook.restoration.nets import load_restorer
+    from aebook.zoo.training import main as train_main, rerun_commands
+
+    tiny = ["--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "epochs=1", "--set", "patch_size=16"]
+    start, runs, soup = tmp_path / "start", [tmp_path / "a", tmp_path / "b"], tmp_path / "soup"
+    assert train_main(["denoise", "--init", "denoise", "--root", str(start), *tiny]) == 0
+    for i, run in enumerate(runs):
+        assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(run), "--set", f"seed={i + 5}",
+                           *tiny]) == 0
+    assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(soup), "--quiet",
+                       *(a for run in runs for a in ("--average", str(run / "denoise")))]) == 0
+    capsys.readouterr()
+    states = [load_restorer(d / "denoise")[0].state_dict() for d in (start, *runs, soup)]
+    for key, value in states[-1].items():
+        expected = sum(sd[key].float() for sd in states[:-1]) / 3
+        assert torch.allclose(value, expected, rtol=1e-3, atol=1e-4), key  # stored at float16
+    assert all(any(not torch.equal(sd[k], states[-1][k]) for k in sd) for sd in states[:-1])
+    entry = pt.manifest(soup)["denoise"]
+    assert [p["sha256"] for p in entry["average"]] == [pt.manifest(r)["denoise"]["sha256"] for r in runs]
+    assert entry["init"]["sha256"] == pt.manifest(start)["denoise"]["sha256"]
+    chain = pt.lineage("denoise", soup)
+    assert [s.get("ingredient", False) for s in chain[-4:]] == [False, True, True, False]
+    commands = rerun_commands("denoise", folder="runs", root=soup)
+    n = len(chain)
+    assert commands[n - 3].split("--init ")[1].split()[0] == commands[n - 2].split("--init ")[1].split()[0] \
+        == f"runs/{n - 3}/denoise"   # both runs start where the average starts
+    assert f"--init runs/{n - 3}/denoise --average runs/{n - 2}/denoise --average runs/{n - 1}/denoise" in commands[-1]
+
+    # a run trained from other weights, or flags that would train, are refused with one message
+    assert train_main(["denoise", "--init", "denoise", "--root", str(tmp_path / "x"), "--quiet",
+                       "--average", str(runs[0] / "denoise")]) == 2
+    assert "was not trained from --init" in capsys.readouterr().err
+    assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(tmp_path / "x"), "--quiet",
+                       "--average", str(runs[0] / "denoise"), "--set", "epochs=2"]) == 2
+    assert "takes no --set" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "denoise").exists()
+
+
 def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
     """Stages trained into run folders (``--root DIR``, then ``--init DIR/denoise``) keep the whole chain."""
     from aebook.zoo.training import main as train_main
@@ -291,8 +331,12 @@ def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
         args = build_parser().parse_args(shlex.split(command)[3:])
         assert args.root == f"runs/{i}"
         assert (args.init is None) == (i == 1)
-        if i > 1:
-            assert args.init.startswith(f"runs/{i - 1}/")
+        if i > 1:   # from the stage before, or, for a weight average and its runs, from their common start
+            base = max(j for j in range(1, i) if not stages[j - 1].get("ingredient"))
+            assert args.init.startswith(f"runs/{base}/")
+            assert args.average == [f"runs/{j}/{args.names[0]}" for j in range(base + 1, i)]
+        if args.average:
+            continue   # an average trains nothing: no settings to restate
         settings = stages[i - 1]["settings"]   # every recorded setting is restated or is today's recipe
         recipe = RECIPES[args.names[0]][1]
         overrides = dict(item.split("=", 1) for item in args.set)

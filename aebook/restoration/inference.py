@@ -164,7 +164,7 @@ VIEW_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 #: 0.08 dB better for the shipped denoiser (chapter 4.4 measures it).
 DEFAULT_VIEWS = 2
 #: The downscaling kernel a kernel-conditioned super-resolution network assumes unless told
-#: (``aebook upscale --kernel``): block means, what the shipped networks were trained on. Of the
+#: (``aebook upscale --kernel``): block means, the kernel of the training pairs unless told otherwise. Of the
 #: two wrong answers it is the cheap one: a network told "bicubic" sharpens a block-mean photo far
 #: too much, while one told "area" still gains on a bicubic-shrunk photo (``benchmarks/results``).
 DEFAULT_KERNEL = "area"

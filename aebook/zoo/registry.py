@@ -38,15 +38,22 @@ def lineage(name: str, root: Path | None = None) -> list[dict[str, Any]]:
 
     A model trained from scratch has one stage, its manifest entry. One warm-started with
     ``python -m aebook.train_pretrained NAME --init ...`` has its entry last, preceded by the
-    stages that made its starting weights (each entry's ``init``). Run the ``command`` of each
-    stage in order to retrain it; add up ``wall_minutes`` for its total training time.
+    stages that made its starting weights (each entry's ``init``). A model made by averaging
+    weights (``train_pretrained NAME --init START --average RUN``, a model soup) lists each
+    averaged run (its ``average`` entries, marked ``"ingredient": True``; each was trained from
+    START) just before the averaging stage. Run the ``command`` of each stage in order to retrain
+    it; add up ``wall_minutes`` for its total training time.
     """
     entries = manifest(root)
     if name not in entries:
         raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(entries) or 'none'}")
-    stages = [entries[name]]
-    while isinstance(stages[0].get("init"), dict):
-        stages.insert(0, stages[0]["init"])
+    chain = [entries[name]]
+    while isinstance(chain[0].get("init"), dict):
+        chain.insert(0, chain[0]["init"])
+    stages: list[dict[str, Any]] = []
+    for stage in chain:  # a weight average's ingredients come just before it, after their common start
+        stages += [{**part, "ingredient": True} for part in stage.get("average") or [] if isinstance(part, dict)]
+        stages.append(stage)
     return stages
 
 

@@ -9,10 +9,18 @@ This is *the* documented command behind every shipped model::
     python -m aebook.train_pretrained denoise --init denoise --minutes 5 --set epochs=1000 --device cuda
     python -m aebook.train_pretrained denoise --init denoise --set arch=residual_cnn --set depth=17   # grow a DnCNN-style stack
     python -m aebook.train_pretrained kltcodec --init kltcodec --minutes 5    # continue the codec's network
+    python -m aebook.train_pretrained upscale2 --init upscale2 --average runs/upscale2   # a weight average
 
 ``--minutes`` gives a restorer a wall-clock budget instead of a fixed number of epochs (the
 learning-rate cosine runs over elapsed time; ``epochs`` becomes an upper bound): for a lent
 GPU whose speed is not known in advance. The budget is recorded in the settings.
+
+``--average RUN`` (with ``--init START``, repeatable) trains nothing: it saves the mean of the
+weights of START and of each RUN, a *model soup* (Wortsman et al., 2022). Every RUN must be a
+restorer with START's task and architecture, trained from START's exact weights (its recorded
+``init_sha256``), so that all lie near one optimum and their mean is a network too; averaging a
+network trained on one kind of damage with one trained on a mix keeps much of both. The
+manifest entry lists the runs under ``average``.
 
 ``--init`` warm-starts a restorer, or the kltcodec's decoder network, from a run folder or a
 shipped model (continued training, for machines where one run cannot be long enough); a
@@ -51,7 +59,7 @@ import torch
 from aebook.checkpoint import WEIGHTS, read_config, sha256_file
 from aebook.codecs.coding import save_codec
 from aebook.codecs.training import train_codec, train_klt_codec
-from aebook.restoration.nets import save_restorer
+from aebook.restoration.nets import load_restorer, save_restorer
 from aebook.restoration.training import train_restorer
 from aebook.runtime import pick_device
 from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
@@ -104,14 +112,22 @@ def _parse_value(text: str) -> Any:
 
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
               root: Path = WEIGHTS_DIR, progress: bool = True, command: str | None = None,
-              init: str | None = None, minutes: float | None = None) -> dict[str, Any]:
+              init: str | None = None, minutes: float | None = None,
+              average: Sequence[str] = ()) -> dict[str, Any]:
     """Train the model ``name`` from ``RECIPES``, save it under ``root/name`` and update the manifest.
 
     ``init`` (a run folder, or a model shipped under ``root``) warm-starts a restorer; the entry
-    records the starting weights' hash and how they were made.
+    records the starting weights' hash and how they were made. With ``average`` (run folders),
+    nothing is trained: the weights saved are the mean of ``init``'s and theirs (:func:`average_runs`).
     """
     if name not in RECIPES:
         raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
+    if average:
+        if overrides or minutes is not None:
+            raise ValueError("--average trains nothing: it takes no --set or --minutes")
+        if init is None:
+            raise ValueError("--average needs --init: the weights the averaged runs were trained from")
+        return average_runs(name, init, list(average), root, command)
     kind, kwargs = RECIPES[name]
     kwargs = dict(kwargs)
     for key, value in (overrides or {}).items():
@@ -177,6 +193,59 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     return entry
 
 
+def average_runs(name: str, init: str, runs: list[str], root: Path = WEIGHTS_DIR,
+                 command: str | None = None) -> dict[str, Any]:
+    """Save the mean of the weights of ``init`` and of each of ``runs`` as ``root/name``: a model soup.
+
+    ``init`` is a shipped model or a run folder; each run must be a restorer for the same task
+    with the same architecture, trained from ``init``'s exact weights (its ``config.json``
+    records their ``init_sha256``): networks fine-tuned from one start stay near one optimum,
+    where the mean of their weights is a network that keeps much of what each learned. The
+    manifest entry records ``init`` as for a warm start and, under ``average``, each run's
+    entry (without the start they share). ``ValueError`` names a run that does not qualify.
+    """
+    kind, _ = RECIPES[name]
+    if kind != "restorer":
+        raise ValueError(f"--average averages restorers; {name!r} is a {kind}")
+    start = time.perf_counter()
+    init_root = WEIGHTS_DIR if not Path(init).is_dir() and not (root / init).is_dir() else root
+    init_entry = _init_entry(init, init_root)
+    model, task, config = load_restorer(init_entry["run_dir"])
+    if task != RECIPES[name][1]["task"]:
+        raise ValueError(f"--init {init!r} is a restorer for {task!r}, not for {name!r}")
+    states = [model.state_dict()]
+    parts = []
+    for run in runs:
+        entry = _init_entry(run, root)
+        other, other_task, other_config = load_restorer(entry["run_dir"])
+        if other_task != task or other.config != model.config:
+            raise ValueError(f"--average {run!r} is a {other_task!r} restorer with {other.config}: it cannot be "
+                             f"averaged with --init {init!r}, a {task!r} restorer with {model.config}")
+        started = other_config.get("train", {}).get("init_sha256")
+        if started != init_entry["sha256"]:
+            raise ValueError(f"--average {run!r} was not trained from --init {init!r} (it started from "
+                             f"{str(started)[:12] if started else 'scratch'}, not {init_entry['sha256'][:12]}): "
+                             "only networks trained from one start can be averaged")
+        states.append(other.state_dict())
+        part = {k: v for k, v in entry.items() if k not in ("run_dir", "init")}
+        parts.append({**part, "init_sha256": started})
+    mean = {k: sum(sd[k].float() for sd in states) / len(states) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    model.load_state_dict(mean)
+    settings = dict(init_entry.get("settings") or {})
+    storage = settings.get("storage", "float32")
+    elapsed = time.perf_counter() - start
+    train_config = {**config.get("train", {}), "command": command, "init_sha256": init_entry["sha256"],
+                    "average_sha256": [p["sha256"] for p in parts], "wall_minutes": round(elapsed / 60, 2)}
+    save_restorer(root / name, model.cpu(), task, [], train_config, storage=storage)
+    entry = {"path": name, "kind": kind, "sha256": sha256_file(root / name / WEIGHTS), "command": command,
+             "settings": settings, "device": f"cpu: {platform.processor() or 'cpu'}", "wall_minutes": round(elapsed / 60, 2),
+             "threads": torch.get_num_threads(),
+             "init": {k: v for k, v in init_entry.items() if k != "run_dir"}, "average": parts}
+    _update_manifest(root, name, entry)
+    return entry
+
+
 def _init_entry(init: str, root: Path) -> dict[str, Any]:
     """Where warm-starting weights come from: their run folder, SHA-256 and (for a shipped
     model) its manifest entry, read *before* training overwrites it."""
@@ -217,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a recipe setting, e.g. --set epochs=40 (applies to every named model)")
     parser.add_argument("--init", default=None, metavar="NAME|RUN_DIR",
                         help="warm-start restorers from these weights (a shipped model or a run folder)")
+    parser.add_argument("--average", action="append", default=[], metavar="RUN_DIR",
+                        help="train nothing: save the mean of the --init weights and these runs' (each trained "
+                             "from them; repeatable): a model soup")
     parser.add_argument("--minutes", type=float, default=None, metavar="M",
                         help="restorers: train for M wall-clock minutes (the lr cosine runs over time; "
                              "epochs becomes an upper bound)")
@@ -240,7 +312,8 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
     to ``folder/i`` and stage ``i + 1`` starts from what it wrote (``--init folder/i/NAME``).
     Every recorded setting that differs from today's recipe is passed with ``--set``, so a
     recipe changed since does not change the rerun. Device, thread count and time budget stay
-    as recorded (replace ``--device cuda`` on a machine without a GPU). Training is not
+    as recorded (replace ``--device cuda`` on a machine without a GPU). The runs a weight average
+    (``--average``) averages start from the same folder as it, each written to its own. Training is not
     bit-for-bit reproducible across machines: the chain repeats the procedure, not the bits.
 
     Raises
@@ -251,6 +324,7 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
     parser = build_parser()
     commands: list[str] = []
     previous: str | None = None
+    ingredients: list[str] = []  # the outputs of the runs a following weight average averages
     for i, stage in enumerate(lineage(name, root), start=1):
         argv = shlex.split(str(stage.get("command") or ""))
         if tuple(argv[:3]) != COMMAND_PREFIX:
@@ -273,6 +347,14 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
         out = [*COMMAND_PREFIX, stage_name]
         if previous is not None:
             out += ["--init", previous]
+        if args.average:  # a weight average of the runs listed just before it, which trained nothing
+            if len(args.average) != len(ingredients) or previous is None:
+                raise ValueError(f"stage {i} of {name!r} averages {len(args.average)} run(s), but the manifest "
+                                 f"lists {len(ingredients)} before it")
+            out += [arg for run in ingredients for arg in ("--average", run)] + ["--root", f"{folder}/{i}"]
+            commands.append(shlex.join(out))
+            previous, ingredients = f"{folder}/{i}/{stage_name}", []
+            continue
         out += ["--root", f"{folder}/{i}"]
         if args.minutes is not None:
             out += ["--minutes", f"{args.minutes:g}"]
@@ -287,7 +369,10 @@ def rerun_commands(name: str, folder: str = "runs", root: Path | None = None) ->
             if key in recipe and key != "task" and value != recipe[key]:
                 out += ["--set", f"{key}={json.dumps(value, separators=(',', ':'))}"]
         commands.append(shlex.join(out))
-        previous = f"{folder}/{i}/{stage_name}"
+        if stage.get("ingredient"):  # trained from the same start as the average after it
+            ingredients.append(f"{folder}/{i}/{stage_name}")
+        else:
+            previous = f"{folder}/{i}/{stage_name}"
     return commands
 
 
@@ -313,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m aebook.train_pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in names:
             entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip(), args.init,
-                              args.minutes)
+                              args.minutes, args.average)
             print(json.dumps({"name": name, **entry}), flush=True)
     except (ValueError, FileNotFoundError) as err:
         print(f"train_pretrained: error: {err}", file=sys.stderr)
