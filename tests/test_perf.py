@@ -118,6 +118,16 @@ def test_aebook_loops_seed_is_fits_batch_order() -> None:
     assert not all(torch.equal(v, weights[0][k]) for k, v in by_fit.state_dict().items())
 
 
+def test_compare_loops_gives_aebooks_loop_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aebook.perf as perf
+
+    seen = []
+    real = perf.aebook_loop
+    monkeypatch.setattr(perf, "aebook_loop", lambda *a, **k: (seen.append(k.get("seed")), real(*a, **k))[1])
+    compare_loops(n=16, epochs=1, width=4, batch_size=8, aebook_batch_size=8, seed=3)
+    assert seen == [3]
+
+
 def test_throughput_script_prints_json_last() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--n", "64", "--epochs", "1",
                           "--width", "4", "--threads", "1", "--json"], capture_output=True, text=True, check=True)

@@ -280,7 +280,22 @@ def test_average_saves_the_mean_of_runs_trained_from_one_start(tmp_path, capsys)
     assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(tmp_path / "x"), "--quiet",
                        "--average", str(runs[0] / "denoise"), "--set", "epochs=2"]) == 2
     assert "takes no --set" in capsys.readouterr().err
+    refusals = {"is given twice": ["--average", str(runs[0] / "denoise")] * 2,
+                "is itself an average": ["--average", str(soup / "denoise")],
+                "is not a run folder": ["--average", "upscale4"]}
+    for message, extra in refusals.items():
+        assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(tmp_path / "x"), "--quiet",
+                           *extra]) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "denoise").exists()
+    before = sha256_file(runs[0] / "denoise" / WEIGHTS)   # the output may not be one of the runs it averages
+    assert train_main(["denoise", "--init", str(start / "denoise"), "--root", str(runs[0]), "--quiet",
+                       "--average", str(runs[0] / "denoise")]) == 2
+    assert "is the folder this command writes" in capsys.readouterr().err
+    assert sha256_file(runs[0] / "denoise" / WEIGHTS) == before
+    assert train_main(["--init", str(start / "denoise"), "--root", str(tmp_path / "x"), "--quiet",
+                       "--average", str(runs[0] / "denoise")]) == 2
+    assert "name exactly one" in capsys.readouterr().err
 
 
 def test_lineage_runs_through_run_folders_of_this_command(tmp_path, capsys):
@@ -334,7 +349,8 @@ def test_rerun_commands_of_the_shipped_models_name_no_machine_folders(name):
         if i > 1:   # from the stage before, or, for a weight average and its runs, from their common start
             base = max(j for j in range(1, i) if not stages[j - 1].get("ingredient"))
             assert args.init.startswith(f"runs/{base}/")
-            assert args.average == [f"runs/{j}/{args.names[0]}" for j in range(base + 1, i)]
+            averaged = [f"runs/{j}/{args.names[0]}" for j in range(base + 1, i)]
+            assert args.average == ([] if stages[i - 1].get("ingredient") else averaged)
         if args.average:
             continue   # an average trains nothing: no settings to restate
         settings = stages[i - 1]["settings"]   # every recorded setting is restated or is today's recipe

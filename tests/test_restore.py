@@ -628,7 +628,7 @@ def test_restore_image_tells_a_kernel_conditioned_network_the_kernel():
     small = np.random.default_rng(0).random((12, 10)).astype(np.float32)
     area, bicubic, default = (restore_image(conditioned, "upscale2", small, kernel=k) for k in ("area", "bicubic", None))
     assert area.shape == (24, 20) and not np.allclose(area, bicubic)
-    assert np.array_equal(default, area)  # the default is block means, what the shipped networks learned
+    assert np.array_equal(default, area)  # the default is block means, the recipes' default kernel
     # a network without the kernel map ignores it
     assert np.array_equal(restore_image(plain, "upscale2", small, kernel="area"), restore_image(plain, "upscale2", small))
     with pytest.raises(ValueError, match="unknown downscaling kernel 'box'"):

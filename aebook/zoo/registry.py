@@ -72,6 +72,9 @@ def training_settings(name: str, root: Path | None = None) -> dict[str, Any]:
     ``--set`` overrides, as the manifest records them), without loading its weights.
 
     A setting added to the recipes after that stage is absent: the caller's default applies.
+    For a weight average (``train_pretrained --average``), which trains nothing, these are the
+    settings of the network it started from; each averaged run's are in its manifest entry's
+    ``average`` list.
     """
     entries = manifest(root)
     if name not in entries:

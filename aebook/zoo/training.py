@@ -207,6 +207,16 @@ def average_runs(name: str, init: str, runs: list[str], root: Path = WEIGHTS_DIR
     kind, _ = RECIPES[name]
     if kind != "restorer":
         raise ValueError(f"--average averages restorers; {name!r} is a {kind}")
+    out = (root / name).resolve()
+    for i, run in enumerate(runs):
+        if not Path(run).is_dir():
+            raise ValueError(f"--average {run!r} is not a run folder (--average takes the folders of runs "
+                             "trained from --init)")
+        if Path(run).resolve() == out:
+            raise ValueError(f"--average {run!r} is the folder this command writes ({root / name}): "
+                             "choose another --root")
+        if Path(run).resolve() in (Path(r).resolve() for r in runs[:i]):
+            raise ValueError(f"--average {run!r} is given twice")
     start = time.perf_counter()
     init_root = WEIGHTS_DIR if not Path(init).is_dir() and not (root / init).is_dir() else root
     init_entry = _init_entry(init, init_root)
@@ -221,6 +231,8 @@ def average_runs(name: str, init: str, runs: list[str], root: Path = WEIGHTS_DIR
         if other_task != task or other.config != model.config:
             raise ValueError(f"--average {run!r} is a {other_task!r} restorer with {other.config}: it cannot be "
                              f"averaged with --init {init!r}, a {task!r} restorer with {model.config}")
+        if entry.get("average") or other_config.get("train", {}).get("average_sha256"):
+            raise ValueError(f"--average {run!r} is itself an average: list its runs instead")
         started = other_config.get("train", {}).get("init_sha256")
         if started != init_entry["sha256"]:
             raise ValueError(f"--average {run!r} was not trained from --init {init!r} (it started from "
@@ -388,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
             overrides[key] = _parse_value(value)
         names = args.names or list(RECIPES)
+        if args.average and len(names) != 1:
+            raise ValueError("--average makes one model: name exactly one (e.g. upscale2)")
         for name in names:
             if name not in RECIPES:
                 raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
