@@ -407,8 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
         if args.threads:
             torch.set_num_threads(args.threads)
-        root = Path(args.root)
-        root.mkdir(parents=True, exist_ok=True)
+        root = Path(args.root)  # created by the first save: a refused command leaves no folder behind
         command = "python -m aebook.train_pretrained " + " ".join(argv if argv is not None else sys.argv[1:])
         for name in names:
             entry = train_one(name, overrides, args.device, root, not args.quiet, command.strip(), args.init,
