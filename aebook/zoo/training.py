@@ -143,11 +143,7 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
         kwargs["minutes"] = minutes
     if kind == "kltcodec" and init is None:
         init = "denoise_cnn"  # its decoder network starts from the shipped full-resolution denoiser
-    if init is not None and not Path(init).is_dir() and not (root / init).is_dir():
-        init_root = WEIGHTS_DIR  # a shipped model's name, training into another folder
-    else:
-        init_root = root
-    init_entry = _init_entry(init, init_root) if init is not None else None
+    init_entry = _start_entry(init, root) if init is not None else None
     init_dir = str(init_entry["run_dir"]) if init_entry else None
     if init_dir:  # the architecture of the network it starts from, unless --set says otherwise
         start_model = read_config(init_dir).get("model", {})
@@ -218,8 +214,7 @@ def average_runs(name: str, init: str, runs: list[str], root: Path = WEIGHTS_DIR
         if Path(run).resolve() in (Path(r).resolve() for r in runs[:i]):
             raise ValueError(f"--average {run!r} is given twice")
     start = time.perf_counter()
-    init_root = WEIGHTS_DIR if not Path(init).is_dir() and not (root / init).is_dir() else root
-    init_entry = _init_entry(init, init_root)
+    init_entry = _start_entry(init, root)
     model, task, config = load_restorer(init_entry["run_dir"])
     if task != RECIPES[name][1]["task"]:
         raise ValueError(f"--init {init!r} is a restorer for {task!r}, not for {name!r}")
@@ -256,6 +251,12 @@ def average_runs(name: str, init: str, runs: list[str], root: Path = WEIGHTS_DIR
              "init": {k: v for k, v in init_entry.items() if k != "run_dir"}, "average": parts}
     _update_manifest(root, name, entry)
     return entry
+
+
+def _start_entry(init: str, root: Path) -> dict[str, Any]:
+    """:func:`_init_entry` of ``--init``: a run folder, a model under ``root``, or else a shipped
+    model's name (when training into another folder)."""
+    return _init_entry(init, root if Path(init).is_dir() or (root / init).is_dir() else WEIGHTS_DIR)
 
 
 def _init_entry(init: str, root: Path) -> dict[str, Any]:
