@@ -103,6 +103,77 @@ def _shrink(patch: np.ndarray, size: int) -> np.ndarray:
     return small[0] if patch.ndim == 2 else np.stack(small, axis=-1)
 
 
+def dead_leaves(size: int, rng: np.random.Generator, textures: list[np.ndarray] | tuple[np.ndarray, ...] = (),
+                r_min: float = 1.5, r_max: float | None = None, texture_share: float = 0.5,
+                blur: tuple[float, float] = (0.4, 1.0), max_leaves: int = 400_000) -> np.ndarray:
+    """A ``size`` x ``size`` *dead leaves* image: random discs stacked until they cover the plane.
+
+    The dead leaves model (Matheron; Lee, Mumford and Huang 2001) draws discs of radius ``r`` with
+    density proportional to ``r**-3`` between ``r_min`` and ``r_max`` (default ``size / 2``), each
+    hiding what lies beneath it. The result has the statistics that make photos hard to restore
+    and easy to recognise: objects at every scale, sharp occlusion edges in every direction, and
+    a power spectrum close to ``1 / f**2``. Restoration networks trained partly on such images
+    see edges and scales that a few photos cannot supply (Achddou, Gousseau and Ladjal, 2021).
+
+    Each disc is filled, with probability ``texture_share``, by a piece of one of ``textures``
+    (photos, ``(H, W)`` or ``(H, W, 3)`` in [0, 1], at least ``size`` on each side), and otherwise
+    by the colour of a random pixel of one of them (uniform random colours when none are given)
+    with a gentle linear shading. The image is then blurred by a Gaussian of standard deviation
+    drawn in ``blur`` (pixels), as a lens blurs the edges of real objects. Returns ``(size, size)``
+    or ``(size, size, 3)`` float32 in [0, 1], with the textures' channels (grayscale without them).
+    """
+    from scipy.ndimage import gaussian_filter  # scipy comes with scikit-image
+
+    if size < 8:
+        raise ValueError(f"size must be at least 8, got {size}")
+    r_max = float(r_max if r_max is not None else size / 2)
+    if not 0 < r_min <= r_max:
+        raise ValueError(f"need 0 < r_min <= r_max, got r_min={r_min}, r_max={r_max}")
+    if not 0.0 <= texture_share <= 1.0:
+        raise ValueError(f"texture_share must be in [0, 1], got {texture_share}")
+    textures = [t for t in textures if min(t.shape[:2]) >= size]
+    shape = (size, size) + (textures[0].shape[2:] if textures else ())
+    out = np.zeros(shape, dtype=np.float32)
+    free = np.ones((size, size), dtype=bool)
+    left = size * size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    a, b = r_min ** -2.0, r_max ** -2.0
+    for _ in range(max_leaves):
+        r = (a - rng.random() * (a - b)) ** -0.5  # inverse CDF of the r**-3 law
+        cy, cx = rng.uniform(-r, size + r, 2)
+        y0, y1 = max(0, int(cy - r)), min(size, int(cy + r) + 1)
+        x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        inside = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= r * r
+        paint = inside & free[y0:y1, x0:x1]
+        if not paint.any():
+            continue
+        if textures and rng.random() < texture_share:
+            src = textures[rng.integers(len(textures))]
+            ty = rng.integers(src.shape[0] - (y1 - y0) + 1)
+            tx = rng.integers(src.shape[1] - (x1 - x0) + 1)
+            fill = src[ty : ty + y1 - y0, tx : tx + x1 - x0]
+        else:
+            if textures:
+                src = textures[rng.integers(len(textures))]
+                colour = src[rng.integers(src.shape[0]), rng.integers(src.shape[1])]
+            else:
+                colour = np.float32(rng.random())
+            slope = rng.normal(0, 0.15, 2) / max(r, 1.0)  # at most a few tenths across the disc
+            shade = (yy[y0:y1, x0:x1] - cy) * slope[0] + (xx[y0:y1, x0:x1] - cx) * slope[1]
+            fill = colour + (shade[..., None] if out.ndim == 3 else shade)
+        out[y0:y1, x0:x1][paint] = fill[paint]
+        free[y0:y1, x0:x1][paint] = False
+        left -= int(paint.sum())
+        if left == 0:
+            break
+    sigma = rng.uniform(*blur)
+    if sigma > 0:
+        out = gaussian_filter(out, sigma=(sigma, sigma) + (0,) * (out.ndim - 2), mode="reflect")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def photo_patches(
     n: int,
     size: int = 32,
@@ -112,6 +183,8 @@ def photo_patches(
     augment: bool = True,
     scale_range: tuple[float, float] = (1.0, 1.0),
     channel_mix: bool = False,
+    synthetic: float = 0.0,
+    synthetic_images: int = 48,
 ) -> torch.Tensor:
     """Cut ``n`` random ``size`` x ``size`` patches from the named photos.
 
@@ -126,16 +199,33 @@ def photo_patches(
     texture is seen at several scales, as in DnCNN's training; ``channel_mix`` makes a
     grayscale patch of a colour photo with random channel weights (summing to 1) instead of
     the luminance. The defaults leave both off.
+
+    ``synthetic`` (a share, 0 to 1) cuts that share of the patches from ``synthetic_images``
+    :func:`dead_leaves` images instead, made once from the named photos (their textures and
+    colours, new shapes and edges): unlimited new scenes for a network that has learnt the few
+    photos by heart.
     """
     lo, hi = (float(v) for v in scale_range)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"scale_range must satisfy 0 < lo <= hi <= 1, got {scale_range}")
     rng = np.random.default_rng(seed)
     mix = gray and channel_mix
+    if not 0.0 <= synthetic <= 1.0:
+        raise ValueError(f"synthetic must be a share in [0, 1], got {synthetic}")
     photos = [load_photo(p, gray=gray and not mix) for p in names]
+    leaves: list[np.ndarray] = []
+    if synthetic > 0:  # a separate stream: runs without synthetic patches draw exactly as before
+        if synthetic_images < 1:
+            raise ValueError(f"synthetic_images must be at least 1, got {synthetic_images}")
+        side = 2 * max(size, int(np.ceil(size / lo)))
+        leaf_rng = np.random.default_rng([seed, 1])
+        leaves = [dead_leaves(side, leaf_rng, photos) for _ in range(synthetic_images)]
     out = np.empty((n, size, size) if gray else (n, size, size, 3), dtype=np.float32)
     for i in range(n):
-        img = photos[rng.integers(len(photos))]
+        if synthetic > 0 and rng.random() < synthetic:
+            img = leaves[rng.integers(len(leaves))]
+        else:
+            img = photos[rng.integers(len(photos))]
         side = size if hi == 1.0 and lo == 1.0 else min(int(round(size / rng.uniform(lo, hi))), *img.shape[:2])
         y = rng.integers(img.shape[0] - side + 1)
         x = rng.integers(img.shape[1] - side + 1)

@@ -4,7 +4,7 @@ import torch
 
 import aebook
 import aebook.data
-from aebook.data import DATASET_NAMES, load_dataset, load_photo, photo_patches, photo_tiles
+from aebook.data import DATASET_NAMES, dead_leaves, load_dataset, load_photo, photo_patches, photo_tiles
 
 
 def test_digits_split_is_fixed_and_disjoint(digits):
@@ -70,6 +70,50 @@ def test_patches_channel_mix_makes_new_grays(monkeypatch):
     assert levels.std() > 0.05 and levels.min() >= 0 and levels.max() <= 1  # weights summing to 1
     assert mixed.shape == (20, 1, 16, 16)
     assert photo_patches(3, size=16, gray=False, channel_mix=True).shape == (3, 3, 16, 16)  # colour: no mix
+
+
+def _spectrum_slope(img: np.ndarray) -> float:
+    """The slope of the radially averaged power spectrum against frequency, log-log."""
+    n = img.shape[0]
+    power = np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))) ** 2
+    y, x = np.indices(power.shape)
+    radius = np.hypot(y - n // 2, x - n // 2).astype(int)
+    profile = np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
+    f = np.arange(4, n // 4)
+    return float(np.polyfit(np.log(f), np.log(profile[f]), 1)[0])
+
+
+def test_dead_leaves_have_objects_at_every_scale():
+    rng = np.random.default_rng(0)
+    img = dead_leaves(128, rng)
+    assert img.shape == (128, 128) and img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+    assert np.array_equal(img, dead_leaves(128, np.random.default_rng(0)))  # reproducible from the seed
+    slopes = [_spectrum_slope(dead_leaves(128, rng)) for _ in range(3)]
+    assert all(-3.0 < s < -1.5 for s in slopes), slopes  # close to 1/f**2, as photos are
+    noise = rng.random((128, 128))
+    assert _spectrum_slope(noise) > -0.5  # the measure tells white noise apart
+    photo = load_photo("chelsea")
+    coloured = dead_leaves(64, rng, [photo], texture_share=1.0, blur=(0.0, 0.0))
+    assert coloured.shape == (64, 64, 3)
+    # every textured disc is a piece of the photo: each pixel is one of the photo's colours
+    colours = {tuple(c) for c in photo.reshape(-1, 3)}
+    assert all(tuple(c) in colours for c in coloured.reshape(-1, 3)[::97])
+    for bad in (dict(r_min=0.0), dict(texture_share=1.5)):
+        with pytest.raises(ValueError):
+            dead_leaves(64, rng, **bad)
+
+
+def test_patches_synthetic_share_comes_from_dead_leaves(monkeypatch):
+    flat = np.full((96, 96, 3), 0.5, np.float32)  # a photo with no edges at all
+    monkeypatch.setattr(aebook.data, "load_photo", lambda name, gray=False: flat.mean(-1) if gray else flat)
+    plain = photo_patches(40, size=16, seed=0)
+    assert torch.equal(plain, photo_patches(40, size=16, seed=0, synthetic=0.0))  # old runs replay
+    assert torch.all(plain == 0.5)
+    mixed = photo_patches(40, size=16, seed=0, synthetic=0.5, synthetic_images=2)
+    edgy = (mixed.flatten(1).std(1) > 0.01).float().mean().item()
+    assert 0.25 < edgy < 0.75  # about half the patches are dead leaves, the rest the flat photo
+    with pytest.raises(ValueError, match="synthetic"):
+        photo_patches(4, size=16, synthetic=1.5)
 
 
 def test_photos_test_split_is_held_out_tiles():
