@@ -231,6 +231,24 @@ def test_restorers_benchmark_scores_each_task_against_its_baseline(tmp_path):
     assert run.returncode == 2 and "is a restorer for 'denoise', not for 'enhance'" in run.stderr
 
 
+def test_restorers_benchmark_measures_on_unseen_photos_on_request():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from aebook.data import HELD_OUT_PHOTOS, TRAIN_PHOTOS
+
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "restorers.py")
+    out = subprocess.run([sys.executable, script, "inpaint=inpaint", "--unseen", "--crop", "64", "--threads", "1",
+                          "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["images"] == ["ascent", "aero"]
+    assert not set(result["images"]) & set(HELD_OUT_PHOTOS + TRAIN_PHOTOS)  # photos no network trained on
+    run = subprocess.run([sys.executable, script, "enhance=enhance", "--unseen"], capture_output=True, text=True)
+    assert run.returncode == 2 and "enhance needs colour photos" in run.stderr
+
+
 def test_restorers_benchmark_tells_a_kernel_conditioned_network_the_kernel(tmp_path):
     import json
     import subprocess
