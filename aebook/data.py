@@ -145,7 +145,8 @@ def dead_leaves(size: int, rng: np.random.Generator, textures: list[np.ndarray] 
         x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 1)
         if y0 >= y1 or x0 >= x1:
             continue
-        inside = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= r * r
+        dy, dx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+        inside = dy**2 + dx**2 <= r * r
         paint = inside & free[y0:y1, x0:x1]
         if not paint.any():
             continue
@@ -161,7 +162,7 @@ def dead_leaves(size: int, rng: np.random.Generator, textures: list[np.ndarray] 
             else:
                 colour = np.float32(rng.random())
             slope = rng.normal(0, 0.15, 2) / max(r, 1.0)  # at most a few tenths across the disc
-            shade = (yy[y0:y1, x0:x1] - cy) * slope[0] + (xx[y0:y1, x0:x1] - cx) * slope[1]
+            shade = dy * slope[0] + dx * slope[1]
             fill = colour + (shade[..., None] if out.ndim == 3 else shade)
         out[y0:y1, x0:x1][paint] = fill[paint]
         free[y0:y1, x0:x1][paint] = False
@@ -217,9 +218,9 @@ def photo_patches(
     if synthetic > 0:  # a separate stream: runs without synthetic patches draw exactly as before
         if synthetic_images < 1:
             raise ValueError(f"synthetic_images must be at least 1, got {synthetic_images}")
-        side = 2 * max(size, int(np.ceil(size / lo)))
+        leaf_side = 2 * max(size, int(np.ceil(size / lo)))  # room for the widest patch cut
         leaf_rng = np.random.default_rng([seed, 1])
-        leaves = [dead_leaves(side, leaf_rng, photos) for _ in range(synthetic_images)]
+        leaves = [dead_leaves(leaf_side, leaf_rng, photos) for _ in range(synthetic_images)]
     out = np.empty((n, size, size) if gray else (n, size, size, 3), dtype=np.float32)
     for i in range(n):
         if synthetic > 0 and rng.random() < synthetic:
