@@ -27,11 +27,15 @@ the commands' default views (``DEFAULT_VIEWS``: the image and its half turn, ave
 1`` measures one pass, the network alone. ``--unseen`` measures on two more grayscale photos
 that no chapter uses and no network trained on, PyWavelets' ``ascent`` and ``aero`` (512 x 512),
 instead of the held-out photos: a second opinion on a change chosen with the held-out photos
-(enhance, which needs colour, is refused with it). Usage::
+(enhance, which needs colour, is refused with it). ``--patterns`` measures on repeated patterns
+instead: for each held-out photo, two 256 x 256 images of a small piece of it (periods of 5 to 20
+pixels) repeated along axes turned by a random angle (:func:`aebook.data.repeat_tile`; fixed
+seed), the stripes and tiles that BM3D denoises by stacking their repeats. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
     python benchmarks/restorers.py denoise=denoise --bm3d --eight-bit
     python benchmarks/restorers.py denoise=denoise --bm3d --unseen
+    python benchmarks/restorers.py denoise=denoise --bm3d --patterns
     python benchmarks/restorers.py upscale2=upscale2 --downscale bicubic --eight-bit
     python benchmarks/restorers.py inpaint=inpaint upscale2=upscale2 enhance=enhance --threads 2
 
@@ -51,6 +55,7 @@ import time
 import numpy as np
 import torch
 
+from aebook.data import repeat_tile
 from aebook.restoration.classical import denoise_bm3d, equalize_histogram, inpaint_biharmonic, upscale_bicubic
 from aebook.restoration.damage import DOWNSCALE_KERNELS
 from aebook.zoo import resolve
@@ -93,6 +98,26 @@ def unseen_photos(crop: int | None = None) -> dict[str, np.ndarray]:
             for name in ("ascent", "aero")}
 
 
+def pattern_photos(crop: int | None = None, size: int = 256, per_photo: int = 2) -> dict[str, np.ndarray]:
+    """``per_photo`` repeated-pattern images (``size`` x ``size``, in [0, 1]) of each held-out photo:
+    a piece of it with periods of 5 to 20 pixels and some contrast (standard deviation at least
+    0.05), repeated along axes turned by a random angle (fixed seed)."""
+    rng = np.random.default_rng(2026)
+    dy, dx = np.mgrid[0:size, 0:size].astype(np.float64)
+    out = {}
+    for name, photo in load_held_out(gray=True).items():
+        for k in range(per_photo):
+            while True:
+                py, px = rng.integers(5, 21, 2)
+                ty, tx = rng.integers(photo.shape[0] - py + 1), rng.integers(photo.shape[1] - px + 1)
+                tile = photo[ty : ty + py, tx : tx + px]
+                if tile.std() >= 0.05:
+                    break
+            image = np.clip(repeat_tile(tile, dy, dx, rng.uniform(0, np.pi)), 0.0, 1.0)
+            out[f"{name} pattern {k + 1}"] = center_crop(image, crop)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", metavar="TASK=MODEL", help="e.g. denoise=denoise inpaint=runs/inpaint")
@@ -108,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=DEFAULT_VIEWS,
                         help="rotated/flipped views each network averages, as the commands' --views "
                         "(default: %(default)s, the commands' default)")
-    parser.add_argument("--unseen", action="store_true",
-                        help="PyWavelets' ascent and aero (never trained on, in no chapter) instead of the held-out photos")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--unseen", action="store_true",
+                       help="PyWavelets' ascent and aero (never trained on, in no chapter) instead of the held-out photos")
+    where.add_argument("--patterns", action="store_true",
+                       help="repeated patterns cut from the held-out photos instead of the photos themselves")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this size (default: whole photos)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (default: 3)")
@@ -128,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"restorers: error: {err}", file=sys.stderr)
         return 2
-    if args.unseen and "enhance" in by_task:
-        print("restorers: error: --unseen photos are grayscale; enhance needs colour photos", file=sys.stderr)
+    if (args.unseen or args.patterns) and "enhance" in by_task:
+        which = "--unseen photos" if args.unseen else "--patterns"
+        print(f"restorers: error: {which} are grayscale; enhance needs colour photos", file=sys.stderr)
         return 2
-    photos = unseen_photos(args.crop) if args.unseen else load_held_out(gray=True, crop=args.crop)
+    if args.unseen:
+        photos = unseen_photos(args.crop)
+    elif args.patterns:
+        photos = pattern_photos(args.crop)
+    else:
+        photos = load_held_out(gray=True, crop=args.crop)
     colour_photos = load_held_out(gray=False, crop=args.crop) if "enhance" in by_task else {}
     baselines = {"denoise": ("BM3D", lambda d: denoise_bm3d(d.damaged, d.sigma)),
                  "inpaint": ("biharmonic", lambda d: inpaint_biharmonic(d.damaged, d.mask)),

@@ -4,7 +4,8 @@ import torch
 
 import aebook
 import aebook.data
-from aebook.data import DATASET_NAMES, dead_leaves, load_dataset, load_photo, photo_patches, photo_tiles
+from aebook.data import (DATASET_NAMES, PATTERN_PERIODS, dead_leaves, load_dataset, load_photo, photo_patches,
+                         photo_tiles, repeat_tile)
 
 
 def test_digits_split_is_fixed_and_disjoint(digits):
@@ -101,6 +102,46 @@ def test_dead_leaves_have_objects_at_every_scale():
     for bad in (dict(r_min=0.0), dict(texture_share=1.5)):
         with pytest.raises(ValueError):
             dead_leaves(64, rng, **bad)
+
+
+def test_repeat_tile_is_periodic_along_turned_axes():
+    rng = np.random.default_rng(0)
+    tile = rng.random((7, 5, 3)).astype(np.float32)
+    dy, dx = (a - 20.0 for a in np.mgrid[0:40, 0:40].astype(np.float64))
+    angle = 0.6
+    c, s = np.cos(angle), np.sin(angle)
+    base = repeat_tile(tile, dy, dx, angle)
+    assert base.shape == (40, 40, 3)
+    # a shift of one period along either turned axis changes nothing
+    np.testing.assert_allclose(repeat_tile(tile, dy + 7 * c, dx + 7 * s, angle), base, atol=1e-4)
+    np.testing.assert_allclose(repeat_tile(tile, dy - 5 * s, dx + 5 * c, angle), base, atol=1e-4)
+    # but half a period does (the tile is not constant)
+    assert np.abs(repeat_tile(tile, dy + 3.5 * c, dx + 3.5 * s, angle) - base).mean() > 0.05
+    # unturned, the plane at whole offsets is the tile itself, repeated
+    np.testing.assert_allclose(repeat_tile(tile[..., 0], *np.mgrid[0:14, 0:10].astype(float), 0.0),
+                               np.tile(tile[..., 0], (2, 2)), atol=1e-6)
+
+
+def test_dead_leaves_patterns_are_repeated_pieces(monkeypatch):
+    photo = load_photo("brick", gray=True)
+    plain = dead_leaves(96, np.random.default_rng(3), [photo])
+    assert np.array_equal(plain, dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=0.0))  # replay
+    tiles = []
+    monkeypatch.setattr(aebook.data, "repeat_tile", lambda tile, *a: tiles.append(tile.shape) or repeat_tile(tile, *a))
+    patterned = dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=1.0)
+    assert not np.array_equal(plain, patterned) and len(tiles) >= 3   # the wide discs are patterned
+    lo, hi = PATTERN_PERIODS
+    assert all(lo <= h <= hi and lo <= w <= hi for h, w in tiles)
+    tiles.clear()
+    dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=0.3)
+    few = len(tiles)
+    tiles.clear()
+    dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=0.9)
+    assert 0 < few < len(tiles)   # the share sets how many
+    with pytest.raises(ValueError, match="pattern_share"):
+        dead_leaves(64, np.random.default_rng(0), [photo], pattern_share=1.5)
+    with pytest.raises(ValueError, match="synthetic_patterns"):
+        photo_patches(4, size=16, synthetic_patterns=0.5)   # patterns fill dead leaves: none asked for
 
 
 def test_patches_synthetic_share_comes_from_dead_leaves(monkeypatch):

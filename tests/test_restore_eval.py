@@ -247,6 +247,32 @@ def test_restorers_benchmark_measures_on_unseen_photos_on_request():
     assert not set(result["images"]) & set(HELD_OUT_PHOTOS + TRAIN_PHOTOS)  # photos no network trained on
     run = subprocess.run([sys.executable, script, "enhance=enhance", "--unseen"], capture_output=True, text=True)
     assert run.returncode == 2 and "enhance needs colour photos" in run.stderr
+    run = subprocess.run([sys.executable, script, "inpaint=inpaint", "--unseen", "--patterns"], capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and "not allowed with argument" in run.stderr
+
+
+def test_restorers_benchmark_pattern_images_repeat_pieces_of_the_held_out_photos():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "restorers.py"
+    spec = importlib.util.spec_from_file_location("restorers_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from aebook.data import HELD_OUT_PHOTOS
+
+    images = bench.pattern_photos(per_photo=1)
+    assert [n.split(" pattern")[0] for n in images] == list(HELD_OUT_PHOTOS)
+    for image in images.values():
+        assert image.shape == (256, 256) and image.std() > 0.02
+        # periodic: some shift of at most 28 pixels brings the image (nearly) back onto itself
+        a = image[64:192, 64:192] - image.mean()
+        best = max(np.corrcoef(a.ravel(), (image[64 + u : 192 + u, 64 + v : 192 + v] - image.mean()).ravel())[0, 1]
+                   for u in range(0, 29) for v in range(-28, 29) if u * u + v * v >= 16)
+        assert best > 0.9
+    again = bench.pattern_photos(per_photo=1)
+    assert all(np.array_equal(again[n], images[n]) for n in images)   # a fixed seed: the same images each run
 
 
 def test_restorers_benchmark_tells_a_kernel_conditioned_network_the_kernel(tmp_path):

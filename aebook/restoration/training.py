@@ -62,7 +62,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
                    scale_range: tuple[float, float] = (1.0, 1.0),
                    channel_mix: bool = False, eight_bit: float = 0.0,
                    bicubic_downscale: float = 0.0,
-                   kernel_condition: bool = False, synthetic: float = 0.0) -> tuple[nn.Module, list[float]]:
+                   kernel_condition: bool = False, synthetic: float = 0.0,
+                   synthetic_patterns: float = 0.0) -> tuple[nn.Module, list[float]]:
     """Train a restorer for ``task`` on patches of the training photos (never the held-out ones).
 
     ``arch`` chooses the network (:data:`~aebook.restoration.nets.ARCHITECTURES`): ``"residual_cnn"``
@@ -117,7 +118,8 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     patches of colour photos with random channel weights. Long runs need them: without them
     a network trained for minutes on a GPU learns the training photos by heart. ``synthetic``
     cuts that share of the patches from :func:`~aebook.data.dead_leaves` images made from the
-    photos' textures and colours instead: new scenes, not new views of the same ones.
+    photos' textures and colours instead: new scenes, not new views of the same ones;
+    ``synthetic_patterns`` fills that share of their wide discs with repeated patterns.
     """
     if loss not in ("mse", "psnr"):
         raise ValueError(f"unknown loss {loss!r}: choose 'mse' or 'psnr'")
@@ -135,7 +137,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     torch.manual_seed(seed)
     clean = photo_patches(n_patches, size=patch_size, gray=spec.channels == 1, seed=seed,
                           scale_range=tuple(scale_range), channel_mix=channel_mix,
-                          synthetic=synthetic).to(dev)
+                          synthetic=synthetic, synthetic_patterns=synthetic_patterns).to(dev)
     options = {"depth": depth, "width": width} if arch == "residual_cnn" else {
         "widths": tuple(widths), "blocks": tuple(blocks), "skips": skips, "global_context": global_context}
     model = build_restorer(arch, spec.channels, spec.cond_channels, **options)

@@ -73,11 +73,12 @@ from aebook.zoo.registry import WEIGHTS_DIR, lineage, manifest, resolve
 RESTORER = dict(arch="encoder_decoder", widths=[16, 32, 64, 128], blocks=[1, 2, 2, 4], skips=True, global_context=False,
                 depth=17, width=32, patch_size=64, batch_size=16, lr=1e-3, seed=0, warmup=0.0, loss="mse",
                 storage="float16", scale_range=[1.0, 1.0], channel_mix=False, eight_bit=0.0,
-                bicubic_downscale=0.0, kernel_condition=False, synthetic=0.0)
+                bicubic_downscale=0.0, kernel_condition=False, synthetic=0.0, synthetic_patterns=0.0)
 #: Restorer settings added to the recipes after some recorded stages were trained, with the value
 #: those stages trained with (:func:`aebook.zoo.training.rerun_commands` restates it where today's recipe differs).
 ADDED_SETTINGS: dict[str, Any] = {"scale_range": [1.0, 1.0], "channel_mix": False, "eight_bit": 0.0,
-                                  "bicubic_downscale": 0.0, "kernel_condition": False, "synthetic": 0.0}
+                                  "bicubic_downscale": 0.0, "kernel_condition": False, "synthetic": 0.0,
+                                  "synthetic_patterns": 0.0}
 #: More images made from the few training photos (shrunk patches, random channel weights), without
 #: which a long run learns the photos by heart: the denoise, inpaint and upscale2 recipes use them.
 AUGMENTED: dict[str, Any] = dict(scale_range=[0.5, 1.0], channel_mix=True)
