@@ -29,7 +29,7 @@ that no chapter uses and no network trained on, PyWavelets' ``ascent`` and ``aer
 instead of the held-out photos: a second opinion on a change chosen with the held-out photos
 (enhance, which needs colour, is refused with it). ``--patterns`` measures on repeated patterns
 instead: for each held-out photo, two 256 x 256 images of a small piece of it (periods of 5 to 20
-pixels) repeated along axes turned by a random angle (:func:`aebook.data.repeat_tile`; fixed
+pixels) repeated along axes turned by a random angle (:func:`aebook.synthetic.repeat_tile`; fixed
 seed), the stripes and tiles that BM3D denoises by stacking their repeats. Usage::
 
     python benchmarks/restorers.py denoise=denoise denoise=/tmp/stage/denoise --bm3d --json
@@ -55,9 +55,9 @@ import time
 import numpy as np
 import torch
 
-from aebook.data import repeat_tile
 from aebook.restoration.classical import denoise_bm3d, equalize_histogram, inpaint_biharmonic, upscale_bicubic
 from aebook.restoration.damage import DOWNSCALE_KERNELS
+from aebook.synthetic import repeat_tile
 from aebook.zoo import resolve
 from aebook.restoration.inference import DEFAULT_VIEWS, VIEW_COUNTS, restore_image
 from aebook.restoration.nets import load_restorer

@@ -4,8 +4,9 @@ import torch
 
 import aebook
 import aebook.data
-from aebook.data import (DATASET_NAMES, PATTERN_PERIODS, dead_leaves, load_dataset, load_photo, photo_patches,
-                         photo_tiles, repeat_tile)
+import aebook.synthetic
+from aebook.data import DATASET_NAMES, load_dataset, load_photo, photo_patches, photo_tiles
+from aebook.synthetic import PATTERN_PERIODS, dead_leaves, repeat_tile
 
 
 def test_digits_split_is_fixed_and_disjoint(digits):
@@ -127,7 +128,7 @@ def test_dead_leaves_patterns_are_repeated_pieces(monkeypatch):
     plain = dead_leaves(96, np.random.default_rng(3), [photo])
     assert np.array_equal(plain, dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=0.0))  # replay
     tiles = []
-    monkeypatch.setattr(aebook.data, "repeat_tile", lambda tile, *a: tiles.append(tile.shape) or repeat_tile(tile, *a))
+    monkeypatch.setattr(aebook.synthetic, "repeat_tile", lambda tile, *a: tiles.append(tile.shape) or repeat_tile(tile, *a))
     patterned = dead_leaves(96, np.random.default_rng(3), [photo], pattern_share=1.0)
     assert not np.array_equal(plain, patterned) and len(tiles) >= 3   # the wide discs are patterned
     lo, hi = PATTERN_PERIODS

@@ -117,7 +117,7 @@ def train_restorer(task: str | Task, epochs: int = 10, n_patches: int = 20000, p
     (:func:`~aebook.data.photo_patches`): patches shrunk by a random factor, and grayscale
     patches of colour photos with random channel weights. Long runs need them: without them
     a network trained for minutes on a GPU learns the training photos by heart. ``synthetic``
-    cuts that share of the patches from :func:`~aebook.data.dead_leaves` images made from the
+    cuts that share of the patches from :func:`~aebook.synthetic.dead_leaves` images made from the
     photos' textures and colours instead: new scenes, not new views of the same ones;
     ``synthetic_patterns`` fills that share of their wide discs with repeated patterns.
     """
