@@ -168,6 +168,26 @@ def test_warm_start_refuses_weights_of_another_task_or_kind(tmp_path, capsys):
     assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise", "denoise_cnn"]
 
 
+def test_a_command_refused_for_a_later_model_saves_none_of_the_earlier_ones(tmp_path, capsys):
+    from aebook.zoo.training import main as train_main
+
+    root = _copy_denoise(tmp_path)
+    manifest_before = (root / "MANIFEST.json").read_text()
+    weights_before = (root / "denoise" / WEIGHTS).read_bytes()
+    tiny = ["--root", str(root), "--quiet", "--threads", "1", "--set", "n_patches=8", "--set", "patch_size=16",
+            "--set", "epochs=1"]
+    # denoise could train, but the codec's recipe has no dead-leaves share, and the codec takes no --init
+    assert train_main(["denoise", "codec", *tiny, "--set", "synthetic=0.1"]) == 2
+    assert "recipe 'codec' has no setting 'synthetic'" in capsys.readouterr().err
+    assert train_main(["denoise", "codec", "--init", "denoise", *tiny[:5]]) == 2
+    assert "warm-starts restorers and the kltcodec's network only; 'codec'" in capsys.readouterr().err
+    assert train_main(["denoise", "upscale2", "--minutes", "0.01", "--average", str(root / "denoise")]) == 2
+    assert "--average makes one model" in capsys.readouterr().err
+    assert (root / "MANIFEST.json").read_text() == manifest_before
+    assert (root / "denoise" / WEIGHTS).read_bytes() == weights_before
+    assert sorted(p.name for p in root.iterdir()) == ["MANIFEST.json", "denoise", "denoise_cnn"]
+
+
 def test_minutes_budget_stops_training_and_is_recorded(tmp_path, capsys):
     import time
 

@@ -111,6 +111,36 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def check_request(name: str, overrides: dict[str, Any] | None = None, init: str | None = None,
+                  minutes: float | None = None, average: Sequence[str] = ()) -> None:
+    """Refuse, before anything is trained or written, a request :func:`train_one` cannot carry out:
+    an unknown model, a setting its recipe lacks, ``--init`` or ``--minutes`` for a model that
+    takes neither, ``--average`` without ``--init`` or with settings. ``main`` checks every named
+    model this way first, so a command refused for its third model has not saved the first two.
+
+    Raises
+    ------
+    ValueError
+        Naming the model and what is wrong with the request.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
+    if average:
+        if overrides or minutes is not None:
+            raise ValueError("--average trains nothing: it takes no --set or --minutes")
+        if init is None:
+            raise ValueError("--average needs --init: the weights the averaged runs were trained from")
+        return
+    kind, recipe = RECIPES[name]
+    for key in overrides or {}:
+        if key not in recipe:
+            raise ValueError(f"recipe {name!r} has no setting {key!r} (settings: {', '.join(recipe)})")
+    if init is not None and kind == "codec":
+        raise ValueError(f"--init warm-starts restorers and the kltcodec's network only; {name!r} is a {kind}")
+    if minutes is not None and kind == "codec":
+        raise ValueError(f"--minutes budgets restorers and the kltcodec only; {name!r} is a {kind}")
+
+
 def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = "auto",
               root: Path = WEIGHTS_DIR, progress: bool = True, command: str | None = None,
               init: str | None = None, minutes: float | None = None,
@@ -121,25 +151,12 @@ def train_one(name: str, overrides: dict[str, Any] | None = None, device: str = 
     records the starting weights' hash and how they were made. With ``average`` (run folders),
     nothing is trained: the weights saved are the mean of ``init``'s and theirs (:func:`average_runs`).
     """
-    if name not in RECIPES:
-        raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
+    check_request(name, overrides, init, minutes, average)
     if average:
-        if overrides or minutes is not None:
-            raise ValueError("--average trains nothing: it takes no --set or --minutes")
-        if init is None:
-            raise ValueError("--average needs --init: the weights the averaged runs were trained from")
-        return average_runs(name, init, list(average), root, command)
+        return average_runs(name, str(init), list(average), root, command)
     kind, kwargs = RECIPES[name]
-    kwargs = dict(kwargs)
-    for key, value in (overrides or {}).items():
-        if key not in kwargs:
-            raise ValueError(f"recipe {name!r} has no setting {key!r} (settings: {', '.join(kwargs)})")
-        kwargs[key] = value
+    kwargs = {**kwargs, **(overrides or {})}
     dev = pick_device(device)
-    if init is not None and kind == "codec":
-        raise ValueError(f"--init warm-starts restorers and the kltcodec's network only; {name!r} is a {kind}")
-    if minutes is not None and kind == "codec":
-        raise ValueError(f"--minutes budgets restorers and the kltcodec only; {name!r} is a {kind}")
     if minutes is not None:  # restorers and the kltcodec
         kwargs["minutes"] = minutes
     if kind == "kltcodec" and init is None:
@@ -404,9 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = args.names or list(RECIPES)
         if args.average and len(names) != 1:
             raise ValueError("--average makes one model: name exactly one (e.g. upscale2)")
-        for name in names:
-            if name not in RECIPES:
-                raise ValueError(f"unknown pretrained model {name!r}: choose from {', '.join(RECIPES)}")
+        for name in names:  # every model's request, before the first is trained
+            check_request(name, overrides, args.init, args.minutes, args.average)
         if args.threads:
             torch.set_num_threads(args.threads)
         root = Path(args.root)  # created by the first save: a refused command leaves no folder behind
